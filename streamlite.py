@@ -1,0 +1,2485 @@
+# streamlite: stream chat completions from any OpenAI-compatible API, standard library only.
+#
+# MIT License
+#
+# Copyright (c) 2026 the streamlite authors
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy of this software
+# and associated documentation files (the "Software"), to deal in the Software without
+# restriction, including without limitation the rights to use, copy, modify, merge, publish,
+# distribute, sublicense, and/or sell copies of the Software, and to permit persons to whom the
+# Software is furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in all copies or
+# substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING
+# BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+# NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+# DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+# OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+"""Stream chat completions from any OpenAI-compatible API with nothing but the standard library.
+
+One file, Python 3.8 or newer, no dependencies: copy it into a project and import it. The data
+path is socket bytes -> SSEDecoder -> json.loads -> parse_chunk -> typed deltas -> Accumulator.
+
+Sections, top to bottom (each uses only the ones above it; `grep -n '^# .* ####' streamlite.py`
+prints them): errors, value types, SSE decoder (sans-I/O), chunk decoding, accumulator,
+transport, client API, command line.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
+__version__ = "0.1.0"
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "Accumulator",
+    "AsyncClient",
+    "Choice",
+    "Client",
+    "Completion",
+    "ConfigError",
+    "ContentDelta",
+    "Delta",
+    "Finish",
+    "ProtocolError",
+    "ReasoningDelta",
+    "RefusalDelta",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "Stats",
+    "Stream",
+    "StreamliteError",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "complete",
+    "main",
+    "parse_chunk",
+    "stream",
+]
+
+#: Default bound on one SSE line or event, and on an error body we keep (bytes).
+DEFAULT_MAX_EVENT_BYTES = 16 * 2**20
+#: The most of an HTTP error body we read; providers' error bodies are a few hundred bytes.
+MAX_ERROR_BODY_BYTES = 2**20
+#: The longest server-requested wait (Retry-After) we honour before giving up at once.
+MAX_RETRY_AFTER_SECONDS = 120.0
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+USER_AGENT = "streamlite/" + __version__
+
+JSON = Any  # a value decoded by json.loads
+Messages = Union[str, Sequence[Mapping[str, Any]]]
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+#
+# Strategy: every error streamlite raises is a StreamliteError, and each also derives from the
+# standard exception a caller's existing handler would expect (ValueError, ConnectionError,
+# TimeoutError). Errors raised after the first delta carry `.partial`, the Completion so far.
+
+
+class StreamliteError(Exception):
+    """Base of every error streamlite raises."""
+
+    #: The Completion received before the error, when deltas had already arrived.
+    partial: Optional[Completion] = None
+
+
+class ConfigError(StreamliteError, ValueError):
+    """A bad argument, caught before any I/O."""
+
+
+class APIError(StreamliteError):
+    """The server refused or failed: an HTTP status that is not 2xx, or an error in the stream."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        code: Any = None,
+        type: Optional[str] = None,
+        body: Any = None,
+        headers: Optional[Dict[str, str]] = None,
+        retry_after: Optional[float] = None,
+        request_id: Optional[str] = None,
+        partial: Optional[Completion] = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.code = code
+        self.type = type
+        self.body = body
+        self.headers = headers
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.partial = partial
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.status is None:
+            text = "error in stream: " + self.message
+        else:
+            reason = http.client.responses.get(self.status, "")
+            message = _text_of_body(self.message)  # an HTML page shows as its title
+            text = "%d%s: %s" % (self.status, " " + reason if reason else "", message)
+        if self.code not in (None, "") and str(self.code) != str(self.status):
+            text += " (code %s)" % (self.code,)
+        return text
+
+
+class APIConnectionError(StreamliteError, ConnectionError):
+    """Could not connect, or the connection broke before the stream ended."""
+
+    def __init__(self, message: str, *, partial: Optional[Completion] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.partial = partial
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """A timeout fired; `.which` says which one: "connect", "read" or "total"."""
+
+    def __init__(self, message: str, *, which: str, partial: Optional[Completion] = None) -> None:
+        super().__init__(message, partial=partial)
+        self.which = which
+
+
+class ProtocolError(StreamliteError, ValueError):
+    """The bytes are not a valid stream: not SSE, bad JSON, an event over the size limit."""
+
+    def __init__(self, message: str, *, partial: Optional[Completion] = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """Return repr-free text of `value`, cut to `limit` characters, for error messages."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+###############################################################################
+# Value types #################################################################
+###############################################################################
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One event of a text/event-stream, as the WHATWG algorithm dispatches it."""
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""  # the last event ID, carried over from earlier events as the spec says
+    retry: Optional[int] = None  # a valid `retry:` value set in this event's own block
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Base of every piece a stream yields. Each subclass has `choice`, the choice index."""
+
+
+@dataclass(frozen=True)
+class ContentDelta(Delta):
+    """A fragment of the answer text."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass(frozen=True)
+class ReasoningDelta(Delta):
+    """A fragment of the model's reasoning ("thinking") text."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass(frozen=True)
+class RefusalDelta(Delta):
+    """A fragment of a refusal message (OpenAI structured outputs)."""
+
+    text: str
+    choice: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCallDelta(Delta):
+    """One fragment of a tool call; `arguments` is a piece of the JSON text."""
+
+    index: int
+    id: Optional[str] = None
+    name: Optional[str] = None
+    arguments: str = ""
+    choice: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Usage(Delta):
+    """Token counts; `raw` is the provider's usage object verbatim."""
+
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    total_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+    cached_tokens: Optional[int] = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    choice: int = 0
+
+
+@dataclass(frozen=True)
+class Finish(Delta):
+    """The choice is finished; `reason` is exactly what the server sent ("stop", "length"...)."""
+
+    reason: str
+    choice: int = 0
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A whole tool call: fragments joined, `id` and `name` from their first non-empty value."""
+
+    index: int
+    id: Optional[str]
+    name: Optional[str]
+    arguments: str
+    type: str = "function"
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def parsed_arguments(self) -> JSON:
+        """Return the arguments decoded from JSON ({} when empty); ProtocolError if invalid."""
+        try:
+            return json.loads(self.arguments) if self.arguments.strip() else {}
+        except ValueError as exc:
+            raise ProtocolError(
+                "tool call %r has arguments that are not valid JSON: %s" % (self.name, exc)
+            ) from None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The accumulated result of one choice (`n > 1` gives several)."""
+
+    index: int
+    content: str = ""
+    reasoning: str = ""
+    refusal: Optional[str] = None
+    tool_calls: Tuple[ToolCall, ...] = ()
+    finish_reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Timing of one stream, in seconds from the start of the call (None: did not happen)."""
+
+    time_to_first_byte: Optional[float] = None
+    time_to_first_reasoning: Optional[float] = None
+    time_to_first_content: Optional[float] = None
+    duration: float = 0.0
+    events: int = 0
+    bytes: int = 0
+    retries: int = 0
+    gap_p50: Optional[float] = None
+    gap_p95: Optional[float] = None
+    gap_max: Optional[float] = None
+    completion_tokens: Optional[int] = None
+
+    @property
+    def tokens_per_second(self) -> Optional[float]:
+        """Completion tokens per second after the first token, when usage was reported."""
+        first = self.time_to_first_reasoning or self.time_to_first_content
+        if not self.completion_tokens or first is None or self.duration <= first:
+            return None
+        return self.completion_tokens / (self.duration - first)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The accumulated result of a stream; the plain attributes describe choice 0."""
+
+    content: str = ""
+    reasoning: str = ""
+    refusal: Optional[str] = None
+    tool_calls: Tuple[ToolCall, ...] = ()
+    finish_reason: Optional[str] = None
+    usage: Optional[Usage] = None
+    id: Optional[str] = None
+    model: Optional[str] = None
+    choices: Tuple[Choice, ...] = ()
+    created: Optional[int] = None
+    #: Top-level chunk fields nobody has typed (timings, x_groq, prompt_filter_results, ...).
+    extras: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Things the client did on the caller's behalf that change the result (a dropped option).
+    warnings: Tuple[str, ...] = ()
+    stats: Optional[Stats] = field(default=None, compare=False, repr=False)
+
+
+###############################################################################
+# SSE decoder (sans-I/O) ######################################################
+###############################################################################
+#
+# https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+#
+# Plan: feed() appends bytes to one buffer and looks for line ends only in the bytes it has not
+# searched yet (no quadratic rescans). The complete lines, a block at a time, are decoded as UTF-8
+# (CR and LF never occur inside a multi-byte sequence, so splitting bytes first is safe) and run
+# through the field rules. A CR at the very end of a feed may be half of a CRLF: the next feed
+# drops one leading LF. Memory is bounded: the unterminated tail and each event's data are capped.
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class SSEDecoder:
+    """Turn bytes of a text/event-stream into ServerSentEvents; no I/O, no JSON.
+
+    Args:
+        max_event_bytes: the longest line, and the most data one event may hold; past it
+            feed() raises ProtocolError.
+        lenient_error_field: also report the non-standard `error:` field line (old llama.cpp
+            servers send their errors that way) as an event of type "error", instead of
+            ignoring it as the spec does with unknown fields.
+    """
+
+    def __init__(
+        self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, *, lenient_error_field: bool = False
+    ) -> None:
+        if max_event_bytes < 1:
+            raise ConfigError("max_event_bytes must be positive, got %r" % (max_event_bytes,))
+        self.max_event_bytes = max_event_bytes
+        self._lenient = lenient_error_field
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer already known to hold no line end
+        self._skip_lf = False  # the previous feed ended with CR
+        self._seen_start = False  # the leading BOM has been dealt with
+        self._failed = False
+        self._lines = 0
+        # the event being assembled
+        self._type = ""
+        self._data: List[str] = []
+        self._data_size = 0
+        self._retry: Optional[int] = None
+        self._last_id = ""
+        self._errors: List[str] = []
+
+    def feed(self, data: bytes) -> List[ServerSentEvent]:
+        """Add bytes; return the events they complete (often none, sometimes several)."""
+        if self._failed:
+            raise ProtocolError("the SSE decoder already failed; it takes no more input")
+        if not data:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if data[:1] == b"\n":
+                data = data[1:]
+                if not data:
+                    return []
+        buffer = self._buffer
+        buffer += data
+        if not self._seen_start and not self._strip_bom():
+            return []
+        start = self._scanned
+        end = max(buffer.rfind(b"\n", start), buffer.rfind(b"\r", start)) + 1
+        if not end:
+            self._scanned = len(buffer)
+            if self._scanned > self.max_event_bytes:
+                self._fail("an SSE line is longer than the limit of %d bytes" % self.max_event_bytes)
+            return []
+        if end == len(buffer) and buffer[-1] == 13:  # CR: an LF may follow in the next feed
+            self._skip_lf = True
+        text = buffer[:end].decode("utf-8", "replace")
+        del buffer[:end]
+        self._scanned = len(buffer)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return self._interpret(text[:-1].split("\n"))
+
+    def close(self) -> List[ServerSentEvent]:
+        """End of input: an unterminated event is discarded, as the spec says."""
+        if self._failed:
+            return []
+        self._failed = True  # no more input after close()
+        events: List[ServerSentEvent] = []
+        if self._lenient and self._errors:  # an error is worth reporting even if unterminated
+            events.append(ServerSentEvent("error", "\n".join(self._errors), self._last_id))
+        self._buffer.clear()
+        return events
+
+    def _strip_bom(self) -> bool:
+        """Drop one leading BOM; return False while the buffer may still be one."""
+        buffer = self._buffer
+        if len(buffer) < 3 and _BOM.startswith(buffer):
+            return False
+        if buffer.startswith(_BOM):
+            del buffer[:3]
+        self._seen_start = True
+        return True
+
+    def _fail(self, message: str) -> None:
+        self._failed = True
+        self._buffer.clear()
+        self._data = []
+        raise ProtocolError(message)
+
+    def _interpret(self, lines: List[str]) -> List[ServerSentEvent]:
+        events: List[ServerSentEvent] = []
+        limit = self.max_event_bytes
+        for line in lines:
+            if not line:
+                if self._data or self._errors:
+                    self._dispatch(events)
+                else:  # nothing to dispatch: reset the block (the id stays, as the spec says)
+                    self._type = ""
+                    self._retry = None
+                continue
+            if len(line) > limit:
+                self._fail("an SSE line is longer than the limit of %d bytes" % limit)
+            if line[0] == ":":  # a comment, e.g. ": keep-alive"
+                continue
+            name, colon, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                self._data_size += len(value) + 1
+                if self._data_size > limit:
+                    self._fail("an SSE event is larger than the limit of %d bytes" % limit)
+                self._data.append(value)
+            elif name == "event":
+                self._type = value
+            elif name == "id":
+                if "\0" not in value:
+                    self._last_id = value
+            elif name == "retry":
+                if value.isdigit() and value.isascii():
+                    self._retry = int(value)
+            elif name == "error" and self._lenient:
+                self._errors.append(value)
+        return events
+
+    def _dispatch(self, events: List[ServerSentEvent]) -> None:
+        if self._errors:
+            events.append(ServerSentEvent("error", "\n".join(self._errors), self._last_id))
+            self._errors = []
+        if self._data:
+            data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+            events.append(ServerSentEvent(self._type or "message", data, self._last_id, self._retry))
+        self._type = ""
+        self._data = []
+        self._data_size = 0
+        self._retry = None
+
+
+###############################################################################
+# Chunk decoding ##############################################################
+###############################################################################
+#
+# All knowledge of providers' field names lives here. A chunk is one decoded `data:` object,
+# normally a `chat.completion.chunk`; an ordinary `chat.completion` (a server that ignored
+# "stream") decodes to the same deltas through `message` instead of `delta`. Unknown fields are
+# ignored here and stay reachable as the raw chunk (Stream.last_chunk, Completion.extras).
+
+_STANDARD_CHUNK_KEYS = frozenset(
+    ("id", "object", "created", "model", "choices", "usage", "system_fingerprint", "obfuscation")
+)
+_TOOL_CALL_KEYS = frozenset(("index", "id", "type", "function"))
+
+
+def _as_int(value: Any) -> Optional[int]:
+    return value if type(value) is int else None
+
+
+def _text_of_parts(parts: Sequence[Any], want: str) -> str:
+    """Join the text of typed content parts (Mistral Magistral) of kind "text" or "thinking"."""
+    pieces: List[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            if want == "text":
+                pieces.append(part)
+        elif isinstance(part, dict) and part.get("type") == want:
+            value = part.get(want) if want == "thinking" else part.get("text")
+            if isinstance(value, str):
+                pieces.append(value)
+            elif isinstance(value, list):
+                pieces.append(_text_of_parts(value, "text"))
+    return "".join(pieces)
+
+
+def _reasoning_of(delta: Mapping[str, Any]) -> str:
+    """The reasoning text of a delta, from whichever field this provider uses, never twice."""
+    text = delta.get("reasoning_content")
+    if isinstance(text, str) and text:
+        return text
+    text = delta.get("reasoning")
+    if isinstance(text, str):
+        return text
+    if "reasoning" in delta:  # OpenRouter sends the same text in `reasoning_details` too
+        return ""
+    details = delta.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
+    pieces = []
+    for detail in details:
+        if isinstance(detail, dict):
+            value = detail.get("text")
+            if not isinstance(value, str):
+                value = detail.get("summary")
+            if isinstance(value, str):
+                pieces.append(value)
+    return "".join(pieces)
+
+
+def parse_usage(obj: Mapping[str, Any]) -> Usage:
+    """Build Usage from an OpenAI-style usage object (DeepSeek and Anthropic-style names too)."""
+    prompt = _as_int(obj.get("prompt_tokens"))
+    completion = _as_int(obj.get("completion_tokens"))
+    if prompt is None and completion is None:
+        prompt = _as_int(obj.get("input_tokens"))
+        completion = _as_int(obj.get("output_tokens"))
+    details = obj.get("completion_tokens_details")
+    reasoning = _as_int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    details = obj.get("prompt_tokens_details")
+    cached = _as_int(details.get("cached_tokens")) if isinstance(details, dict) else None
+    if cached is None:
+        cached = _as_int(obj.get("prompt_cache_hit_tokens"))
+    total = _as_int(obj.get("total_tokens"))
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    return Usage(prompt, completion, total, reasoning, cached, obj)
+
+
+def usage_of(chunk: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The usage object of a chunk: top-level `usage`, else Groq's `x_groq.usage`."""
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and usage:
+        return usage
+    extra = chunk.get("x_groq")
+    if isinstance(extra, dict) and isinstance(extra.get("usage"), dict):
+        return extra["usage"]  # type: ignore[no-any-return]
+    return None
+
+
+def error_fields(payload: Any) -> Optional[Tuple[str, Any, Optional[str]]]:
+    """Find (message, code, type) of an error payload in any shape providers use, else None.
+
+    Shapes: {"error": {...}} (OpenAI, vLLM, OpenRouter), {"error": "text"}, a bare Error
+    object {"message", "type", "code"} (`event: error`, old vLLM's top level with
+    object "error"), a JSON array whose first element is one of these (Gemini), and
+    Groq's {"x_groq": {"error": ...}}.
+    """
+    if isinstance(payload, list):
+        return error_fields(payload[0]) if payload else None
+    if not isinstance(payload, dict):
+        return None
+    inner = payload.get("error")
+    if not inner and isinstance(payload.get("x_groq"), dict):
+        inner = payload["x_groq"].get("error")
+    if isinstance(inner, str) and inner:
+        return inner, payload.get("code"), _as_str(payload.get("type"))
+    if isinstance(inner, dict) and inner:
+        message = inner.get("message") or inner.get("msg") or inner.get("detail")
+        code = inner.get("code", inner.get("status"))
+        if isinstance(message, list):  # {"error": {"message": [..]}}
+            message = "; ".join(str(item) for item in message)
+        return (
+            str(message) if message else _clip(json.dumps(inner)),
+            code,
+            _as_str(inner.get("type") or inner.get("status")),
+        )
+    if payload.get("object") == "error" or ("message" in payload and "choices" not in payload):
+        message = payload.get("message") or payload.get("detail")
+        if message:
+            return str(message), payload.get("code"), _as_str(payload.get("type"))
+    return None
+
+
+def _as_str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+class ChunkDecoder:
+    """Turn chunk objects into deltas, resolving tool calls that arrive without an `index`.
+
+    Gemini and Mistral send tool-call fragments with no `index`; such calls are numbered in
+    order of appearance, keyed by `id` when there is one. That needs memory across chunks,
+    hence a class; parse_chunk() is the stateless shortcut for a single chunk.
+    """
+
+    def __init__(self) -> None:
+        self._call_ids: Dict[Tuple[int, str], int] = {}
+        self._call_count: Dict[int, int] = {}
+        self._last_call: Dict[int, int] = {}
+
+    def decode(self, chunk: Mapping[str, Any]) -> List[Delta]:
+        """Return the deltas of one chunk, in wire order; usage comes last."""
+        deltas: List[Delta] = []
+        choices = chunk.get("choices")
+        if choices and isinstance(choices, list):
+            for position, choice in enumerate(choices):
+                if isinstance(choice, dict):
+                    self._decode_choice(choice, position, deltas)
+        usage = chunk.get("usage")
+        if usage or "x_groq" in chunk:
+            usage = usage_of(chunk)
+            if usage is not None:
+                deltas.append(parse_usage(usage))
+        return deltas
+
+    def _decode_choice(self, choice: Mapping[str, Any], position: int, out: List[Delta]) -> None:
+        index = choice.get("index", position)
+        if type(index) is not int:
+            index = position
+        delta = choice.get("delta")
+        if delta is None:
+            delta = choice.get("message")  # a whole chat.completion
+        if delta and isinstance(delta, dict):
+            self._decode_delta(delta, index, out)
+        reason = choice.get("finish_reason")
+        if reason and isinstance(reason, str):
+            out.append(Finish(reason, index))
+
+    def _decode_delta(self, delta: Mapping[str, Any], index: int, out: List[Delta]) -> None:
+        content = delta.get("content")
+        if len(delta) == 1 and type(content) is str:  # the common case, kept fast
+            if content:
+                out.append(ContentDelta(content, index))
+            return
+        reasoning = _reasoning_of(delta)
+        if reasoning:
+            out.append(ReasoningDelta(reasoning, index))
+        if isinstance(content, list):
+            reasoning = _text_of_parts(content, "thinking")
+            if reasoning:
+                out.append(ReasoningDelta(reasoning, index))
+            content = _text_of_parts(content, "text")
+        if content and type(content) is str:
+            out.append(ContentDelta(content, index))
+        refusal = delta.get("refusal")
+        if type(refusal) is str:
+            out.append(RefusalDelta(refusal, index))
+        calls = delta.get("tool_calls")
+        if calls and isinstance(calls, list):
+            for call in calls:
+                if isinstance(call, dict):
+                    out.append(self._tool_call(call, index))
+
+    def _tool_call(self, call: Mapping[str, Any], choice: int) -> ToolCallDelta:
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = ""
+        elif not isinstance(arguments, str):  # some servers send the arguments as an object
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        call_id = call.get("id")
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        name = function.get("name")
+        name = name if isinstance(name, str) and name else None
+        index = self._call_index(choice, call.get("index"), call_id, name)
+        return ToolCallDelta(index, call_id, name, arguments, choice, call)
+
+    def _call_index(
+        self, choice: int, index: Any, call_id: Optional[str], name: Optional[str]
+    ) -> int:
+        count = self._call_count.get(choice, 0)
+        if type(index) is not int:
+            if call_id is not None and (choice, call_id) in self._call_ids:
+                index = self._call_ids[choice, call_id]
+            elif call_id is None and name is None and choice in self._last_call:
+                index = self._last_call[choice]  # a continuation: arguments only
+            else:
+                index = count
+        if call_id is not None:
+            self._call_ids.setdefault((choice, call_id), index)
+        self._call_count[choice] = max(count, index + 1)
+        self._last_call[choice] = index
+        return index  # type: ignore[no-any-return]
+
+
+def parse_chunk(obj: Mapping[str, Any]) -> List[Delta]:
+    """Turn one `chat.completion.chunk` object into typed deltas (stateless).
+
+    Tool-call fragments without an `index` are numbered by their position in this chunk; a
+    Stream uses a ChunkDecoder, which remembers them across chunks.
+    """
+    return ChunkDecoder().decode(obj)
+
+
+###############################################################################
+# Accumulator #################################################################
+###############################################################################
+
+
+class _ToolCallParts:
+    __slots__ = ("index", "id", "name", "arguments", "type", "extra")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: Optional[str] = None
+        self.name: Optional[str] = None
+        self.arguments: List[str] = []
+        self.type = "function"
+        self.extra: Dict[str, Any] = {}
+
+    def add(self, delta: ToolCallDelta) -> None:
+        if self.id is None:
+            self.id = delta.id
+        if self.name is None:
+            self.name = delta.name
+        if delta.arguments:
+            self.arguments.append(delta.arguments)
+        raw = delta.raw
+        if len(raw) > 3 or "type" in raw:
+            kind = raw.get("type")
+            if isinstance(kind, str) and kind:
+                self.type = kind
+            for key, value in raw.items():
+                if key not in _TOOL_CALL_KEYS:
+                    self.extra[key] = value
+
+    def result(self) -> ToolCall:
+        return ToolCall(
+            self.index, self.id, self.name, "".join(self.arguments), self.type, dict(self.extra)
+        )
+
+
+class _ChoiceParts:
+    __slots__ = ("index", "content", "reasoning", "refusal", "tool_calls", "finish_reason")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.content: List[str] = []
+        self.reasoning: List[str] = []
+        self.refusal: Optional[List[str]] = None
+        self.tool_calls: Dict[int, _ToolCallParts] = {}
+        self.finish_reason: Optional[str] = None
+
+    def result(self) -> Choice:
+        calls = tuple(self.tool_calls[i].result() for i in sorted(self.tool_calls))
+        refusal = None if self.refusal is None else "".join(self.refusal)
+        return Choice(
+            self.index,
+            "".join(self.content),
+            "".join(self.reasoning),
+            refusal,
+            calls,
+            self.finish_reason,
+        )
+
+
+class Accumulator:
+    """Fold deltas into a Completion: add(delta) as they come, result() at any time."""
+
+    def __init__(self) -> None:
+        self._choices: Dict[int, _ChoiceParts] = {}
+        self.usage: Optional[Usage] = None
+        self.id: Optional[str] = None
+        self.model: Optional[str] = None
+        self.created: Optional[int] = None
+        self.extras: Dict[str, Any] = {}
+        self.warnings: List[str] = []
+        self.finished = False  # a finish reason arrived for some choice
+
+    def _choice(self, index: int) -> _ChoiceParts:
+        parts = self._choices.get(index)
+        if parts is None:
+            parts = self._choices[index] = _ChoiceParts(index)
+        return parts
+
+    def add(self, delta: Delta) -> None:
+        """Fold one delta in."""
+        kind = type(delta)
+        if kind is ContentDelta:
+            self._choice(delta.choice).content.append(delta.text)  # type: ignore[attr-defined]
+        elif kind is ReasoningDelta:
+            self._choice(delta.choice).reasoning.append(delta.text)  # type: ignore[attr-defined]
+        elif kind is ToolCallDelta:
+            self._add_tool_call(delta)  # type: ignore[arg-type]
+        elif kind is Finish:
+            self._choice(delta.choice).finish_reason = delta.reason  # type: ignore[attr-defined]
+            self.finished = True
+        elif kind is Usage:
+            self.usage = delta  # type: ignore[assignment]
+        elif kind is RefusalDelta:
+            parts = self._choice(delta.choice)  # type: ignore[attr-defined]
+            if parts.refusal is None:
+                parts.refusal = []
+            parts.refusal.append(delta.text)  # type: ignore[attr-defined]
+
+    def _add_tool_call(self, delta: ToolCallDelta) -> None:
+        calls = self._choice(delta.choice).tool_calls
+        call = calls.get(delta.index)
+        if call is None:
+            call = calls[delta.index] = _ToolCallParts(delta.index)
+        call.add(delta)
+
+    def add_chunk_info(self, chunk: Mapping[str, Any]) -> None:
+        """Keep the chunk's id, model, created and untyped top-level fields."""
+        if self.id is None:
+            self.id = _as_str(chunk.get("id")) or None
+            self.created = _as_int(chunk.get("created"))
+        if self.model is None:
+            self.model = _as_str(chunk.get("model")) or None
+        for key in chunk:
+            if key not in _STANDARD_CHUNK_KEYS:
+                self.extras[key] = chunk[key]
+
+    def result(self, stats: Optional[Stats] = None) -> Completion:
+        """The Completion so far (complete once the stream has ended)."""
+        choices = tuple(self._choices[i].result() for i in sorted(self._choices))
+        first = choices[0] if choices and choices[0].index == 0 else Choice(0)
+        return Completion(
+            first.content,
+            first.reasoning,
+            first.refusal,
+            first.tool_calls,
+            first.finish_reason,
+            self.usage,
+            self.id,
+            self.model,
+            choices,
+            self.created,
+            dict(self.extras),
+            tuple(self.warnings),
+            stats,
+        )
+
+
+###############################################################################
+# Transport ###################################################################
+###############################################################################
+#
+# Strategy: http.client does the connection, TLS (through an explicit SSL context), proxy
+# tunnels and the response head. Everything after the head is ours: the socket is wrapped so
+# that every recv honours both the idle timeout and the total deadline (a server that trickles
+# bytes, or sends endless 1xx responses or trailers, cannot outlive the deadline), and the body
+# (chunked, sized or close-delimited) is decoded here, handing over each piece the moment it
+# arrives: one recv, one piece, never waiting for a buffer to fill.
+
+_RETRY_STATUSES = frozenset((408, 409, 429))
+_LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
+_READ_SIZE = 65536
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 32 and char != "\t" or ord(char) == 127 for char in text)
+
+
+def _check_header(name: str, value: str) -> None:
+    """Refuse header names and values that could split the request (no value in the message)."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise ConfigError("header %r must be a str with a str value" % (_clip(name, 60),))
+    if not name or _has_control(name) or ":" in name or " " in name:
+        raise ConfigError("invalid header name %r" % (_clip(name, 60),))
+    if _has_control(value):
+        raise ConfigError("the value of header %r contains a control character" % (name,))
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query
+
+    @property
+    def origin(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s:%d" % (self.scheme, host, self.port)
+
+
+def _split_url(url: str, what: str) -> Any:
+    if not isinstance(url, str) or _has_control(url) or " " in url:
+        raise ConfigError("%s must be a URL without spaces or control characters" % what)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            "%s must be an http:// or https:// URL, got %r" % (what, _clip(parts.scheme, 20) or url[:20])
+        )
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("%s has an invalid port" % what) from None
+    if not parts.hostname:
+        raise ConfigError("%s has no host name" % what)
+    return parts
+
+
+def _is_azure_host(host: str) -> bool:
+    return host.endswith((".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com"))
+
+
+def _endpoint(
+    base_url: str, *, azure: bool, model: Optional[str], api_version: Optional[str]
+) -> _Endpoint:
+    """Where to POST: base_url + /chat/completions (Azure: the deployment URL, api-version)."""
+    parts = _split_url(base_url, "base_url")
+    if parts.username or parts.password:
+        raise ConfigError("base_url must not hold credentials; pass api_key or headers instead")
+    path = parts.path.rstrip("/")
+    query = parts.query
+    if azure and "/deployments/" not in path and not path.endswith("/v1"):
+        if not model:
+            raise ConfigError("Azure OpenAI needs model= (the deployment name) or a deployment URL")
+        if not path.endswith("/openai"):
+            path += "/openai"
+        path += "/deployments/" + quote(model, safe="")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    if azure and "/deployments/" in path and "api-version=" not in query:
+        version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
+        query = (query + "&" if query else "") + "api-version=" + quote(version, safe="")
+    default_port = 443 if parts.scheme == "https" else 80
+    target = path + ("?" + query if query else "")
+    return _Endpoint(parts.scheme, parts.hostname, parts.port or default_port, target)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        import ipaddress
+
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """Whether NO_PROXY (names, .suffixes, *.suffixes, CIDR ranges, "*") covers `host`."""
+    host = host.lower().rstrip(".")
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if "/" in entry:
+            import ipaddress
+
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        if entry.startswith("[") and "]" in entry:
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:
+            entry = entry.split(":")[0]
+        entry = entry.lstrip("*").lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def _env(*names: str) -> Optional[str]:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _proxy_from_env(scheme: str, host: str) -> Optional[str]:
+    """The proxy URL the environment asks for, as curl and requests read it."""
+    if _is_loopback(host) or _bypasses_proxy(host, _env("no_proxy", "NO_PROXY") or ""):
+        return None
+    if scheme == "https":
+        return _env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+    return _env("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+class _Proxy:
+    """An http:// proxy; its credentials only ever go to the proxy, in Proxy-Authorization."""
+
+    def __init__(self, url: str) -> None:
+        if "://" not in url:
+            url = "http://" + url
+        if urlsplit(url).scheme != "http":
+            raise ConfigError(
+                "only http:// proxies are supported (https to the target still goes through "
+                "a CONNECT tunnel), got %r" % urlsplit(url).scheme
+            )
+        parts = _split_url(url, "proxy")
+        self.host: str = parts.hostname
+        self.port: int = parts.port or 8080
+        self.headers: Dict[str, str] = {}
+        self.secret: Optional[str] = None
+        if parts.username is not None:
+            import base64
+            from urllib.parse import unquote
+
+            pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+            self.secret = unquote(parts.password or "") or None
+            token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+            self.headers["Proxy-Authorization"] = "Basic " + token
+
+    def __repr__(self) -> str:
+        return "<proxy %s:%d>" % (self.host, self.port)
+
+
+def _ssl_context(verify: bool, ca_file: Optional[str]) -> ssl.SSLContext:
+    """An explicit client context: certificates and host names verified unless verify=False."""
+    import ssl
+
+    if not verify:
+        context = ssl._create_unverified_context()  # the caller said verify=False
+        return context
+    ca_file = ca_file or _env("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+    ca_dir = os.environ.get("SSL_CERT_DIR") or None
+    for path, what in ((ca_file, "CA file"), (ca_dir, "CA directory")):
+        if path and not os.path.exists(path):
+            raise ConfigError("the %s %r does not exist" % (what, path))
+    try:
+        context = ssl.create_default_context(cafile=ca_file, capath=ca_dir)
+    except ssl.SSLError as exc:
+        raise ConfigError("cannot load the CA file %r: %s" % (ca_file or ca_dir, exc)) from None
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class _TimedReader:
+    """The raw byte source under http.client's buffered reader: each recv is bounded by the
+    idle timeout and by what is left of the total deadline. Counts bytes, notes the first one."""
+
+    def __init__(
+        self, sock: socket.socket, idle: float, deadline: Optional[float]
+    ) -> None:
+        self.sock = sock
+        self.idle = idle
+        self.deadline = deadline
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+
+    def timeout(self) -> float:
+        if self.deadline is None:
+            return self.idle
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise APITimeoutError("the total timeout expired", which="total")
+        return min(self.idle, left)
+
+    def expired(self, exc: BaseException) -> APITimeoutError:
+        if self.deadline is not None and self.deadline - time.monotonic() < self.idle / 1000 + 0.001:
+            return APITimeoutError("the total timeout expired", which="total")
+        return APITimeoutError(
+            "no data from the server for %g s (the read timeout)" % self.idle, which="read"
+        )
+
+    def readinto(self, buffer: Any) -> int:
+        self.sock.settimeout(self.timeout())
+        try:
+            count = self.sock.recv_into(buffer)
+        except socket.timeout as exc:
+            raise self.expired(exc) from None
+        if count:
+            if self.first_byte_at is None:
+                self.first_byte_at = time.monotonic()
+            self.bytes += count
+        return count
+
+    # the rest of io.RawIOBase that io.BufferedReader uses
+    closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def flush(self) -> None:
+        pass
+
+
+class _TimedSocket:
+    """A connected socket whose reads go through a _TimedReader; http.client sees a socket."""
+
+    def __init__(self, sock: socket.socket, reader: _TimedReader) -> None:
+        self._sock = sock
+        self.reader = reader
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> Any:
+        import io
+
+        return io.BufferedReader(self.reader, _READ_SIZE)  # type: ignore[arg-type]
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.settimeout(self.reader.timeout())
+        try:
+            self._sock.sendall(data)
+        except socket.timeout as exc:
+            raise self.reader.expired(exc) from None
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _ChunkedDecoder:
+    """Decode a chunked transfer-coded body incrementally (sans-I/O): feed(bytes) -> payload.
+
+    Payload bytes are handed over as soon as they arrive, even mid-chunk.
+    """
+
+    _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+    MAX_LINE = 4096
+    MAX_TRAILERS = 64
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._left = 0
+        self._rest = b""
+        self._trailers = 0
+
+    @property
+    def done(self) -> bool:
+        return self._state == self._DONE
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._rest + data if self._rest else data
+        pos, end = 0, len(buffer)
+        out: List[bytes] = []
+        state = self._state
+        while pos < end and state != self._DONE:
+            if state == self._DATA:
+                take = min(self._left, end - pos)
+                out.append(buffer[pos : pos + take])
+                pos += take
+                self._left -= take
+                if self._left:
+                    break
+                state = self._DATA_END
+            elif state == self._DATA_END:
+                if buffer[pos : pos + 1] == b"\n":
+                    pos += 1
+                elif buffer[pos : pos + 2] == b"\r\n":
+                    pos += 2
+                elif end - pos < 2 and buffer[pos:] == b"\r":
+                    break
+                else:
+                    raise ProtocolError("malformed chunked body: a chunk is not followed by CRLF")
+                state = self._SIZE
+            else:
+                newline = buffer.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > self.MAX_LINE:
+                        raise ProtocolError("malformed chunked body: a chunk header is too long")
+                    break
+                line = buffer[pos:newline].rstrip(b"\r")
+                pos = newline + 1
+                state = self._size_line(line) if state == self._SIZE else self._trailer_line(line)
+        self._state = state
+        self._rest = buffer[pos:] if pos < end and state != self._DONE else b""
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+    def _size_line(self, line: bytes) -> int:
+        text = line.split(b";", 1)[0].strip()
+        if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+            raise ProtocolError("malformed chunked body: bad chunk size %r" % (_clip(line, 40),))
+        self._left = int(text, 16)
+        return self._DATA if self._left else self._TRAILER
+
+    def _trailer_line(self, line: bytes) -> int:
+        if not line:
+            return self._DONE
+        self._trailers += 1
+        if self._trailers > self.MAX_TRAILERS:
+            raise ProtocolError("malformed chunked body: more than %d trailer lines" % self.MAX_TRAILERS)
+        return self._TRAILER
+
+
+def _decompressor(encoding: str) -> Optional[Any]:
+    """A zlib decompressor for gzip/deflate bodies (sent despite Accept-Encoding: identity)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    import zlib
+
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib header, or raw deflate below
+    raise ProtocolError(
+        "the server sent a %r-encoded body although streamlite asked for identity; only gzip "
+        "and deflate can be decoded" % (_clip(encoding, 40),)
+    )
+
+
+def _inflate(pieces: Iterator[bytes], decompressor: Any) -> Iterator[bytes]:
+    """Decompress pieces incrementally, never more than _READ_SIZE bytes of output at a time."""
+    import zlib
+
+    for piece in pieces:
+        try:
+            while piece:
+                out = decompressor.decompress(piece, _READ_SIZE)
+                piece = decompressor.unconsumed_tail
+                if out:
+                    yield out
+        except zlib.error as exc:
+            raise ProtocolError("the compressed body is corrupt: %s" % exc) from None
+
+
+class _Response:
+    """An HTTP response whose head has been read; the body comes from pieces()."""
+
+    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, reader: _TimedReader) -> None:
+        self._connection = connection
+        self._response = response
+        self.reader = reader
+        self.status = response.status
+        self.reason = response.reason
+        self.headers: Dict[str, str] = {}
+        for name, value in response.getheaders():
+            self.headers[name.lower()] = value
+        self.content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body, piece by piece as it arrives (de-chunked and decompressed)."""
+        pieces = self._raw_pieces()
+        decompressor = _decompressor(self.headers.get("content-encoding", ""))
+        return pieces if decompressor is None else _inflate(pieces, decompressor)
+
+    def _raw_pieces(self) -> Iterator[bytes]:
+        response = self._response
+        fp = response.fp
+        if fp is None:  # no body (HEAD, 204, 304)
+            return
+        read1 = fp.read1
+        if response.chunked:
+            decoder = _ChunkedDecoder()
+            while not decoder.done:
+                data = read1(_READ_SIZE)
+                if not data:
+                    raise APIConnectionError("the connection closed in the middle of the chunked body")
+                payload = decoder.feed(data)
+                if payload:
+                    yield payload
+        elif response.length is not None:
+            left = response.length
+            while left > 0:
+                data = read1(min(_READ_SIZE, left))
+                if not data:
+                    raise APIConnectionError(
+                        "the connection closed after %d of %d body bytes"
+                        % (response.length - left, response.length)
+                    )
+                left -= len(data)
+                yield data
+        else:  # close-delimited
+            while True:
+                data = read1(_READ_SIZE)
+                if not data:
+                    return
+                yield data
+
+    def read_bounded(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body (an error body); the rest is not read."""
+        out = bytearray()
+        try:
+            for piece in self.pieces():
+                out += piece
+                if len(out) >= limit:
+                    del out[limit:]
+                    break
+        except (StreamliteError, OSError, http.client.HTTPException):
+            pass  # keep what arrived: the status already tells the story
+        return bytes(out)
+
+    def close(self) -> None:
+        try:
+            self._response.close()
+        finally:
+            self._connection.close()
+
+
+def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
+    """The server's requested delay: retry-after-ms, else Retry-After (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    override = headers.get("x-should-retry", "").strip().lower()
+    if override in ("true", "false"):
+        return override == "true"
+    return status in _RETRY_STATUSES or status >= 500
+
+
+def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: bytes) -> APIError:
+    """An APIError with the provider's own message, from a JSON, text or HTML error body."""
+    text = body.decode("utf-8", "replace")
+    payload: Any = None
+    if text.strip()[:1] in ("{", "["):
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+    fields = error_fields(payload) if payload is not None else None
+    if fields is not None:
+        message, code, kind = fields
+    else:
+        message, code, kind = text.strip() or reason or "no message", None, None
+    if 300 <= status < 400 and headers.get("location"):
+        message = "redirect to %s not followed (%s)" % (_clip(headers["location"], 200), message)
+    return APIError(
+        message,
+        status=status,
+        code=code,
+        type=kind,
+        body=payload if payload is not None else text,
+        headers=headers,
+        retry_after=_retry_after(headers),
+        request_id=headers.get("x-request-id") or headers.get("apim-request-id")
+        or headers.get("x-generation-id") or headers.get("request-id") or headers.get("cf-ray"),
+    )
+
+
+def _text_of_body(text: str) -> str:
+    """Readable text of a non-JSON body: an HTML page's title (or its text), else the text."""
+    lowered = text.lower()
+    if "<html" in lowered or "<!doctype" in lowered or "<title" in lowered:
+        start = lowered.find("<title")
+        if start >= 0:
+            start = lowered.find(">", start) + 1
+            end = lowered.find("</title", start)
+            if 0 < start <= end:
+                return _clip(text[start:end], 200)
+        import re
+
+        text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]*>", " ", text)
+    return _clip(text, 300)
+
+
+class _Transport:
+    """Sends one request and returns a response with a 2xx head, retrying what is safe to retry:
+    connection failures before any response, and 408, 409, 429 and 5xx (or x-should-retry)."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_retries: int,
+        ca_file: Optional[str],
+        verify: bool,
+        proxy: Optional[str],
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_retries = max_retries
+        self.ca_file = ca_file
+        self.verify = verify
+        self.proxy = _Proxy(proxy) if proxy else None
+        self.no_proxy = proxy == ""  # proxy="" turns the environment's proxies off
+        self._context: Optional[ssl.SSLContext] = None
+        if ca_file is not None and not os.path.exists(ca_file):
+            raise ConfigError("the CA file %r does not exist" % (ca_file,))
+
+    def context(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = _ssl_context(self.verify, self.ca_file)
+        return self._context
+
+    def proxy_for(self, endpoint: _Endpoint) -> Optional[_Proxy]:
+        if self.proxy is not None or self.no_proxy:
+            return self.proxy
+        url = _proxy_from_env(endpoint.scheme, endpoint.host)
+        return _Proxy(url) if url else None
+
+    def open(
+        self,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        body: bytes,
+        deadline: Optional[float],
+        on_retry: Optional[Callable[[], None]] = None,
+    ) -> _Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._exchange(endpoint, headers, body, deadline)
+            except APIConnectionError as exc:
+                if attempt >= self.max_retries or not getattr(exc, "retryable", False):
+                    raise
+                error: StreamliteError = exc
+                delay = _backoff(attempt)
+            else:
+                if 200 <= response.status < 300:
+                    return response
+                error = self._http_error(response)
+                assert isinstance(error, APIError)
+                if attempt >= self.max_retries or not _should_retry(response.status, response.headers):
+                    raise error
+                if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER_SECONDS:
+                    raise error
+                delay = error.retry_after if error.retry_after else _backoff(attempt)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise error
+            time.sleep(delay)
+            attempt += 1
+            if on_retry is not None:
+                on_retry()
+
+    def _http_error(self, response: _Response) -> APIError:
+        try:
+            body = response.read_bounded(MAX_ERROR_BODY_BYTES)
+        finally:
+            response.close()
+        return _error_from_body(response.status, response.reason, response.headers, body)
+
+    def _exchange(
+        self,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        body: bytes,
+        deadline: Optional[float],
+    ) -> _Response:
+        proxy = self.proxy_for(endpoint)
+        connection = self._connection(endpoint, proxy, deadline)
+        try:
+            self._connect(connection, endpoint, proxy)
+            reader = _TimedReader(connection.sock, self.read_timeout, deadline)
+            connection.sock = _TimedSocket(connection.sock, reader)  # type: ignore[assignment]
+            target = endpoint.target
+            if proxy is not None and endpoint.scheme == "http":
+                target = endpoint.origin + target  # absolute-form, to a forwarding proxy
+                headers = dict(headers, **proxy.headers)
+            connection.request("POST", target, body, headers)
+            response = connection.getresponse()
+        except BaseException as exc:
+            connection.close()
+            if isinstance(exc, StreamliteError) or not isinstance(exc, (OSError, http.client.HTTPException)):
+                raise
+            raise _translate_request_error(exc) from None
+        return _Response(connection, response, reader)
+
+    def _connection(
+        self, endpoint: _Endpoint, proxy: Optional[_Proxy], deadline: Optional[float]
+    ) -> http.client.HTTPConnection:
+        timeout = self.connect_timeout
+        if deadline is not None:
+            timeout = max(0.001, min(timeout, deadline - time.monotonic()))
+        host, port = (proxy.host, proxy.port) if proxy is not None else (endpoint.host, endpoint.port)
+        if endpoint.scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                host, port, timeout=timeout, context=self.context()
+            )
+            if proxy is not None:
+                connection.set_tunnel(endpoint.host, endpoint.port, headers=proxy.headers)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        return connection
+
+    def _connect(
+        self, connection: http.client.HTTPConnection, endpoint: _Endpoint, proxy: Optional[_Proxy]
+    ) -> None:
+        import ssl
+
+        where = "%s:%d" % (endpoint.host, endpoint.port)
+        via = " through the proxy %s:%d" % (proxy.host, proxy.port) if proxy else ""
+        try:
+            connection.connect()
+        except socket.timeout:
+            raise APITimeoutError(
+                "could not connect to %s%s within %g s (the connect timeout)"
+                % (where, via, self.connect_timeout),
+                which="connect",
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise APIConnectionError(
+                "TLS certificate verification failed for %s: %s. If a corporate proxy or a "
+                "private CA signs this certificate, pass ca_file= or set SSL_CERT_FILE to a "
+                "CA bundle that includes it (verify=False turns checking off)"
+                % (endpoint.host, exc.verify_message or exc.reason)
+            ) from None
+        except ssl.SSLError as exc:
+            raise APIConnectionError("TLS handshake with %s failed: %s" % (where, exc.reason or exc)) from None
+        except OSError as exc:
+            status = _tunnel_status(exc)
+            if status is not None and proxy is not None:
+                raise APIError(
+                    "the proxy %s:%d refused the CONNECT tunnel to %s" % (proxy.host, proxy.port, where),
+                    status=status,
+                ) from None
+            error = APIConnectionError(
+                "could not connect to %s%s: %s" % (where, via, exc.strerror or exc.__class__.__name__)
+            )
+            error.retryable = True  # type: ignore[attr-defined]
+            raise error from None
+
+
+def _tunnel_status(exc: OSError) -> Optional[int]:
+    """The proxy's status in http.client's "Tunnel connection failed: 407 ..." error."""
+    text = str(exc)
+    if "Tunnel connection failed" not in text:
+        return None
+    digits = text.split(":", 1)[1].split()[0] if ":" in text else ""
+    return int(digits) if digits.isdigit() else 502
+
+
+def _translate_request_error(exc: BaseException) -> StreamliteError:
+    """A failure while sending the request or reading the response head."""
+    if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+        error = APIConnectionError("the server closed the connection before responding")
+        error.retryable = True  # type: ignore[attr-defined]
+        return error
+    if isinstance(exc, http.client.HTTPException):
+        return ProtocolError("the server did not answer with valid HTTP: %s" % _clip(str(exc) or type(exc).__name__, 120))
+    error = APIConnectionError("the connection failed: %s" % (getattr(exc, "strerror", None) or exc))
+    error.retryable = True  # type: ignore[attr-defined]
+    return error
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: 0.5 s doubling, capped at 8 s."""
+    import random
+
+    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 4)
+
+
+###############################################################################
+# Client API ##################################################################
+###############################################################################
+
+
+class _GapHistogram:
+    """Inter-event gaps in logarithmic buckets (about 9 % wide): percentiles in constant memory."""
+
+    _SCALE = 8.0  # buckets per doubling
+
+    def __init__(self) -> None:
+        self.counts: Dict[int, int] = {}
+        self.total = 0
+        self.max = 0.0
+
+    def add(self, gap: float, zeros: int = 0) -> None:
+        import math
+
+        bucket = int(math.log2(gap * 1e6) * self._SCALE) if gap > 1e-6 else -1
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        if zeros:
+            self.counts[-1] = self.counts.get(-1, 0) + zeros
+        self.total += 1 + zeros
+        if gap > self.max:
+            self.max = gap
+
+    def percentile(self, fraction: float) -> Optional[float]:
+        if not self.total:
+            return None
+        rank = fraction * (self.total - 1)
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen > rank:
+                return 0.0 if bucket < 0 else min(self.max, 2 ** ((bucket + 0.5) / self._SCALE) / 1e6)
+        return self.max
+
+
+class Stream:
+    """A streaming chat completion: an iterator of deltas and a context manager.
+
+    Iterating yields each Delta the moment its event arrives. `completion` is the Completion so
+    far; `last_chunk` is the raw chunk object the latest deltas came from. Leaving early (break,
+    close(), the `with` block, garbage collection) closes the connection.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        payload: Dict[str, Any],
+        *,
+        accumulate: bool = True,
+        tap: Optional[Callable[[bytes], None]] = None,
+    ) -> None:
+        self._response: Optional[_Response] = None
+        self._started = time.monotonic()
+        total = client.total_timeout
+        self._deadline = self._started + total if total else None
+        self._accumulator = Accumulator()
+        self._accumulate = accumulate
+        self._chunks = ChunkDecoder()
+        self._sse = SSEDecoder(client.max_event_bytes, lenient_error_field=True)
+        self._max_event_bytes = client.max_event_bytes
+        self._body_started = False
+        self.last_chunk: Optional[Dict[str, Any]] = None
+        self.retries = 0
+        self.events = 0
+        self._gaps = _GapHistogram()
+        self._last_event_at: Optional[float] = None
+        self._first_reasoning: Optional[float] = None
+        self._first_content: Optional[float] = None
+        self._ended_at: Optional[float] = None
+        self._bytes = 0
+        self._first_byte: Optional[float] = None
+        self._tap = tap
+        self._response = client._open(endpoint, headers, payload, self._deadline, self)
+        self._iterator = self._run()
+
+    # -- the public face ------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Delta]:
+        return self._iterator
+
+    def __next__(self) -> Delta:
+        return next(self._iterator)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_response", None) is not None:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._response is None else "open"
+        return "<streamlite.Stream %s, %d events>" % (state, self.events)
+
+    def close(self) -> None:
+        """Close the connection (idempotent). The Completion so far stays readable."""
+        response = self._response
+        if response is not None:
+            self._response = None
+            self._bytes = response.reader.bytes
+            self._first_byte = response.reader.first_byte_at
+            if self._ended_at is None:
+                self._ended_at = time.monotonic()
+            response.close()
+
+    @property
+    def completion(self) -> Completion:
+        """The Completion so far (complete once the stream has ended)."""
+        return self._accumulator.result(self.stats)
+
+    @property
+    def stats(self) -> Stats:
+        """Timings of this stream so far."""
+        response = self._response
+        if response is not None:
+            self._bytes = response.reader.bytes
+            self._first_byte = response.reader.first_byte_at
+        start = self._started
+        end = self._ended_at if self._ended_at is not None else time.monotonic()
+        usage = self._accumulator.usage
+        return Stats(
+            None if self._first_byte is None else self._first_byte - start,
+            None if self._first_reasoning is None else self._first_reasoning - start,
+            None if self._first_content is None else self._first_content - start,
+            end - start,
+            self.events,
+            self._bytes,
+            self.retries,
+            self._gaps.percentile(0.5),
+            self._gaps.percentile(0.95),
+            self._gaps.max if self._gaps.total else None,
+            usage.completion_tokens if usage is not None else None,
+        )
+
+    def chunks(self) -> Iterator[Dict[str, Any]]:
+        """Iterate the raw chunk objects instead of deltas (deltas are still accumulated)."""
+        seen = None
+        for _ in self._iterator:
+            if self.last_chunk is not seen:
+                seen = self.last_chunk
+                yield seen  # type: ignore[misc]
+
+    def _note_retry(self) -> None:
+        self.retries += 1
+
+    # -- the data path --------------------------------------------------------------------
+
+    def _run(self) -> Iterator[Delta]:
+        response = self._response
+        assert response is not None
+        try:
+            self._body_started = True
+            if response.content_type == "application/json":
+                yield from self._whole_json(response)
+            else:
+                yield from self._events(response)
+        except StreamliteError as exc:
+            if exc.partial is None:
+                exc.partial = self.completion
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise APIConnectionError(
+                "the connection broke during the stream: %s" % (getattr(exc, "strerror", None) or exc),
+                partial=self.completion,
+            ) from None
+        finally:
+            self.close()
+
+    def _events(self, response: _Response) -> Iterator[Delta]:
+        feed = self._sse.feed
+        loads = json.loads
+        decode = self._chunks.decode
+        accumulator = self._accumulator
+        add = accumulator.add if self._accumulate else self._add_summary
+        add_info = accumulator.add_chunk_info
+        first_piece = True
+        tap = self._tap
+        for piece in response.pieces():
+            if tap is not None:
+                tap(piece)
+            if first_piece:
+                first_piece = False
+                _refuse_non_sse(response, piece)
+            events = feed(piece)
+            if not events:
+                continue
+            self._note_events(len(events))
+            for event in events:
+                data = event.data
+                if event.event != "message":
+                    chunk = self._named_event(event)
+                    if chunk is None:
+                        continue
+                elif data[:6] == "[DONE]":
+                    return
+                else:
+                    try:
+                        chunk = loads(data)
+                    except ValueError as exc:
+                        raise ProtocolError(
+                            "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
+                        ) from None
+                    if type(chunk) is not dict:
+                        raise _non_object_error(chunk, self.events)
+                self.last_chunk = chunk
+                deltas = decode(chunk)
+                add_info(chunk)
+                for delta in deltas:
+                    add(delta)
+                    if self._first_content is None:
+                        self._note_first_token(delta)
+                    yield delta
+                if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
+                    _raise_chunk_error(chunk)
+        for event in self._sse.close():  # an unterminated `error:` line (old llama.cpp)
+            self._named_event(event)
+        if not accumulator.finished:
+            raise APIConnectionError(
+                "the stream ended without [DONE] and without a finish reason: the connection "
+                "was cut off after %d events" % self.events
+            )
+
+    def _add_summary(self, delta: Delta) -> None:
+        """Without accumulation, keep only what ending the stream needs (constant memory)."""
+        kind = type(delta)
+        if kind is Finish:
+            self._accumulator.finished = True
+            self._accumulator.add(delta)
+        elif kind is Usage:
+            self._accumulator.usage = delta  # type: ignore[assignment]
+
+    def _note_events(self, count: int) -> None:
+        now = time.monotonic()
+        if self._last_event_at is not None:
+            self._gaps.add(now - self._last_event_at, count - 1)
+        elif count > 1:
+            self._gaps.add(0.0, count - 2)
+        self._last_event_at = now
+        self.events += count
+
+    def _note_first_token(self, delta: Delta) -> None:
+        kind = type(delta)
+        if kind is ContentDelta:
+            self._first_content = time.monotonic()
+        elif kind is ReasoningDelta and self._first_reasoning is None:
+            self._first_reasoning = time.monotonic()
+
+    def _named_event(self, event: ServerSentEvent) -> Optional[Dict[str, Any]]:
+        """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
+        try:
+            payload = json.loads(event.data)
+        except ValueError:
+            payload = None
+        if event.event == "error":
+            fields = error_fields(payload) if payload is not None else None
+            if fields is None:
+                fields = (_clip(event.data, 500) or "the server sent an error event", None, None)
+            raise APIError(fields[0], code=fields[1], type=fields[2], body=payload if payload is not None else event.data)
+        if isinstance(payload, dict) and ("choices" in payload or "error" in payload or "usage" in payload):
+            return payload
+        return None
+
+    def _whole_json(self, response: _Response) -> Iterator[Delta]:
+        """A 200 with one JSON object: a server that ignored "stream", or an error."""
+        body = response.read_bounded(self._max_event_bytes + 1)
+        if len(body) > self._max_event_bytes:
+            raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self._max_event_bytes)
+        try:
+            chunk = json.loads(body.decode("utf-8", "replace"))
+        except ValueError:
+            raise ProtocolError(
+                "expected an event stream, got an application/json body that is not valid JSON: %r"
+                % _clip(body.decode("utf-8", "replace"), 80)
+            ) from None
+        if type(chunk) is not dict:
+            raise _non_object_error(chunk, 1)
+        if "choices" not in chunk:
+            _raise_chunk_error(chunk)
+            raise ProtocolError("expected an event stream, got a JSON object without choices: %r" % _clip(json.dumps(chunk), 120))
+        self.events = 1
+        self.last_chunk = chunk
+        self._accumulator.add_chunk_info(chunk)
+        for delta in self._chunks.decode(chunk):
+            (self._accumulator.add if self._accumulate else self._add_summary)(delta)
+            if self._first_content is None:
+                self._note_first_token(delta)
+            yield delta
+        _raise_chunk_error(chunk)
+        if not self._accumulator.finished:
+            raise APIConnectionError("the JSON response has no finish reason")
+
+
+def _refuse_non_sse(response: _Response, first_piece: bytes) -> None:
+    """A 200 that is clearly not an event stream (captive portal, gateway page) is an error."""
+    kind = response.content_type
+    head = first_piece.lstrip()[:1]
+    if kind in ("text/html", "application/xhtml+xml", "text/xml", "application/xml") or head == b"<":
+        text = first_piece[:4096].decode("utf-8", "replace")
+        raise ProtocolError(
+            "expected an event stream (text/event-stream), got %s: %s"
+            % (kind or "a body without a content type", _text_of_body(text))
+        )
+
+
+def _non_object_error(value: Any, number: int) -> StreamliteError:
+    fields = error_fields(value)
+    if fields is not None:
+        return APIError(fields[0], code=fields[1], type=fields[2], body=value)
+    return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(json.dumps(value), 80)))
+
+
+def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
+    fields = error_fields(chunk) if chunk.get("error") or chunk.get("object") == "error" or (
+        isinstance(chunk.get("x_groq"), dict) and chunk["x_groq"].get("error")
+    ) else None
+    if fields is not None:
+        raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
+
+
+_CLIENT_OPTIONS = (
+    "base_url", "api_key", "connect_timeout", "read_timeout", "total_timeout", "max_retries",
+    "headers", "ca_file", "verify", "proxy", "include_usage", "max_event_bytes", "azure",
+    "api_version",
+)
+
+
+def _positive(name: str, value: Any, *, optional: bool = False) -> Optional[float]:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError("%s must be a positive number of seconds, got %r" % (name, value))
+    return float(value)
+
+
+class Client:
+    """A client for one OpenAI-compatible endpoint; safe to share between threads.
+
+    Args:
+        base_url: the API root, e.g. "https://api.openai.com/v1" (default: OPENAI_BASE_URL,
+            else OpenAI). A URL that already ends in /chat/completions is used as it is.
+        api_key: sent as "Authorization: Bearer" ("api-key" for Azure); default OPENAI_API_KEY.
+        connect_timeout: seconds to establish the connection (TCP, proxy tunnel and TLS).
+        read_timeout: the longest silence between bytes, also the wait for the first byte.
+        total_timeout: a deadline for the whole call, retries included (None: no deadline).
+        max_retries: retries of connection failures and 408/409/429/5xx before any delta.
+        headers: extra request headers.
+        ca_file: a CA bundle to verify TLS with (also SSL_CERT_FILE, REQUESTS_CA_BUNDLE, ...).
+        verify: False turns off TLS certificate and host name checks.
+        proxy: an http:// proxy URL; None reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY;
+            "" uses no proxy at all.
+        include_usage: ask for the usage chunk (stream_options.include_usage).
+        max_event_bytes: the largest SSE line or event accepted.
+        azure: Azure OpenAI mode (api-key header, deployment URLs, api-version); None detects
+            it from the host name.
+        api_version: the Azure api-version (default OPENAI_API_VERSION, else 2024-10-21).
+    """
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        total_timeout: Optional[float] = None,
+        max_retries: int = 2,
+        headers: Optional[Mapping[str, str]] = None,
+        ca_file: Optional[str] = None,
+        verify: bool = True,
+        proxy: Optional[str] = None,
+        include_usage: bool = True,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        azure: Optional[bool] = None,
+        api_version: Optional[str] = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise ConfigError("unknown option %r; the options are: %s" % (sorted(unknown)[0], ", ".join(_CLIENT_OPTIONS)))
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        host = _split_url(self.base_url, "base_url").hostname
+        self.azure = _is_azure_host(host) if azure is None else bool(azure)
+        if api_key is None:
+            api_key = os.environ.get("OPENAI_API_KEY")
+            if api_key is None and self.azure:
+                api_key = os.environ.get("AZURE_OPENAI_API_KEY")
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigError("api_key must be a str")
+        self._api_key = (api_key or "").strip() or None
+        if self._api_key is not None and _has_control(self._api_key):
+            raise ConfigError("api_key contains a control character")
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.read_timeout = _positive("read_timeout", read_timeout)
+        self.total_timeout = _positive("total_timeout", total_timeout, optional=True)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError("max_retries must be a whole number >= 0, got %r" % (max_retries,))
+        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1024:
+            raise ConfigError("max_event_bytes must be a whole number >= 1024, got %r" % (max_event_bytes,))
+        self.max_retries = max_retries
+        self.max_event_bytes = max_event_bytes
+        self.include_usage = bool(include_usage)
+        self.api_version = api_version
+        self.headers: Dict[str, str] = {}
+        for name, value in (headers or {}).items():
+            _check_header(name, value)
+            self.headers[name] = value
+        self._transport = _Transport(
+            connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
+            read_timeout=self.read_timeout,  # type: ignore[arg-type]
+            max_retries=max_retries,
+            ca_file=ca_file,
+            verify=bool(verify),
+            proxy=proxy,
+        )
+        self._secrets = [s for s in (self._api_key, getattr(self._transport.proxy, "secret", None)) if s]
+
+    def __repr__(self) -> str:
+        return "Client(base_url=%r)" % (self.base_url,)
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        model: Optional[str] = None,
+        system: Optional[str] = None,
+        accumulate: bool = True,
+        **body: Any,
+    ) -> Stream:
+        """Start a streaming chat completion and return its Stream.
+
+        Args:
+            messages: a prompt (str), or a list of OpenAI chat messages.
+            model: the model name (Azure: the deployment); omitted from the body when None.
+            system: a system message put before the messages.
+            accumulate: keep a running Completion (False: constant memory; only the finish
+                reason and usage are kept).
+            **body: any other field of the request body, sent unchanged (temperature,
+                max_tokens, tools, response_format, provider-specific fields...).
+        Raises:
+            ConfigError before any I/O; APIError, APIConnectionError, ProtocolError.
+        """
+        return self._stream(messages, model, system, accumulate, body, None)
+
+    def complete(self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None, **body: Any) -> Completion:
+        """Stream a chat completion to its end and return the Completion."""
+        with self.stream(messages, model=model, system=system, **body) as stream:
+            for _ in stream:
+                pass
+        return stream.completion
+
+    def _stream(
+        self,
+        messages: Messages,
+        model: Optional[str],
+        system: Optional[str],
+        accumulate: bool,
+        body: Dict[str, Any],
+        tap: Optional[Callable[[bytes], None]],
+    ) -> Stream:
+        endpoint = _endpoint(self.base_url, azure=self.azure, model=model, api_version=self.api_version)
+        payload = self._payload(messages, model, system, body)
+        return Stream(self, endpoint, self._request_headers(), payload, accumulate=accumulate, tap=tap)
+
+    def _payload(self, messages: Messages, model: Optional[str], system: Optional[str], body: Dict[str, Any]) -> Dict[str, Any]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        elif not isinstance(messages, (list, tuple)):
+            raise ConfigError("messages must be a str prompt or a list of messages, got %s" % type(messages).__name__)
+        messages = list(messages)
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        payload: Dict[str, Any] = {}
+        if model is not None:
+            payload["model"] = model
+        payload["messages"] = messages
+        payload.update(body)
+        payload.setdefault("stream", True)
+        if self.include_usage and payload["stream"] and "stream_options" not in payload:
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    def _request_headers(self) -> Dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT,
+        }
+        given = {name.lower() for name in self.headers}
+        if self._api_key is not None and not given & {"authorization", "api-key"}:
+            if self.azure:
+                headers["api-key"] = self._api_key
+            else:
+                headers["Authorization"] = "Bearer " + self._api_key
+        headers.update(self.headers)
+        return headers
+
+    def _open(
+        self,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        payload: Dict[str, Any],
+        deadline: Optional[float],
+        stream: Stream,
+    ) -> _Response:
+        """Send the request (retrying as the transport allows); scrub secrets from errors."""
+        try:
+            try:
+                return self._transport.open(endpoint, headers, _encode(payload), deadline, stream._note_retry)
+            except APIError as exc:
+                if not _rejects_stream_options(exc, payload):
+                    raise
+            payload = dict(payload)
+            del payload["stream_options"]
+            stream._accumulator.warnings.append(
+                "the server rejected stream_options; the request was sent again without it, so "
+                "usage may be missing"
+            )
+            return self._transport.open(endpoint, headers, _encode(payload), deadline, stream._note_retry)
+        except StreamliteError as exc:
+            _scrub(exc, self._secrets)
+            raise
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("the request body cannot be encoded as JSON: %s" % exc) from None
+
+
+def _rejects_stream_options(error: APIError, payload: Mapping[str, Any]) -> bool:
+    if error.status not in (400, 422) or "stream_options" not in payload:
+        return False
+    text = (error.message + " " + str(error.body)).lower()
+    return "stream_options" in text or "include_usage" in text
+
+
+def _scrub(error: StreamliteError, secrets: Sequence[str]) -> None:
+    """Remove secrets from an error's text, in case a server echoed them back."""
+    if not secrets:
+        return
+    for name in ("message", "body"):
+        value = getattr(error, name, None)
+        if isinstance(value, str):
+            for secret in secrets:
+                value = value.replace(secret, "[redacted]")
+            setattr(error, name, value)
+        elif value is not None and any(secret in json.dumps(value) for secret in secrets):
+            setattr(error, name, "[redacted: the body contained a secret]")
+    if isinstance(error, APIError):
+        error.args = (error._render(),)
+
+
+def _split_options(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    options = {name: kwargs.pop(name) for name in _CLIENT_OPTIONS if name in kwargs}
+    return options, kwargs
+
+
+def stream(messages: Messages, **kwargs: Any) -> Stream:
+    """Stream a chat completion with a throwaway Client.
+
+    Keywords that are Client options (base_url, api_key, timeouts, ...) configure the client;
+    model, system and everything else go to Client.stream().
+    """
+    options, rest = _split_options(dict(kwargs))
+    return Client(**options).stream(messages, **rest)
+
+
+def complete(messages: Messages, **kwargs: Any) -> Completion:
+    """Stream a chat completion to its end with a throwaway Client; return the Completion."""
+    options, rest = _split_options(dict(kwargs))
+    return Client(**options).complete(messages, **rest)
+
+
+###############################################################################
+# Command line ################################################################
+###############################################################################
+#
+# `python streamlite.py ...`, `python -m streamlite ...` and the `streamlite` script. The only
+# place that prints, and the only place that catches broadly: StreamliteError (a line on stderr
+# and a distinct exit code), KeyboardInterrupt (130) and a closed pipe (quiet).
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_API_ERROR = 3
+EXIT_CONNECTION = 4
+EXIT_TIMEOUT = 5
+EXIT_CUT_OFF = 6
+EXIT_PROTOCOL = 7
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+_CLI_EPILOG = """\
+examples:
+  streamlite "Tell me a joke"                       # key from OPENAI_API_KEY
+  cat notes.txt | streamlite -m gpt-4.1 "Summarise"  # stdin becomes context after the prompt
+  streamlite --base-url http://127.0.0.1:8080/v1 --jsonl "Hi" | jq -c .
+  streamlite -X reasoning_effort='"high"' -X top_p=0.9 --stats "Why is the sky blue?"
+
+environment:
+  OPENAI_API_KEY     the API key (or the variable named by --api-key-env)
+  OPENAI_BASE_URL    the API root (default https://api.openai.com/v1)
+  STREAMLITE_MODEL   the default model
+  NO_COLOR           no colour on stderr
+  HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE   as for curl
+
+exit codes:
+  0 success   2 usage error   3 API error (HTTP status or an error in the stream)
+  4 connection failure   5 timeout   6 stream cut off mid-way   7 protocol error
+  130 interrupted (Ctrl-C)   141 output pipe closed
+"""
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="streamlite",
+        description="Stream a chat completion from any OpenAI-compatible API.",
+        epilog=_CLI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("prompt", nargs="*", help='the prompt; "-" reads stdin (piped stdin is added after the prompt)')
+    add("-m", "--model", default=os.environ.get("STREAMLITE_MODEL"), help="model (default: $STREAMLITE_MODEL)")
+    add("-s", "--system", help="a system message")
+    add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
+    add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
+    add("-t", "--temperature", type=float)
+    add("--max-tokens", type=int)
+    add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON",
+        help="any other body field, e.g. -X top_p=0.9 -X 'stop=[\"\\n\"]' (not JSON: a string)")
+    add("--no-usage", action="store_true", help="do not ask for the usage chunk")
+    add("--reasoning", choices=("show", "hide", "only"), default="show",
+        help="show: reasoning on stderr (default); hide; only: reasoning on stdout, no content")
+    add("--jsonl", action="store_true", help="one JSON object per delta on stdout, then the completion")
+    add("--stats", action="store_true", help="timings on stderr at the end")
+    add("--raw", action="store_true", help="print the response body exactly as received")
+    add("--color", choices=("auto", "always", "never"), default="auto", help="dim reasoning on stderr")
+    add("--connect-timeout", type=float, default=10.0, metavar="S")
+    add("--read-timeout", type=float, default=120.0, metavar="S", help="longest silence (default 120)")
+    add("--total-timeout", type=float, metavar="S", help="deadline for the whole call")
+    add("--max-retries", type=int, default=2)
+    add("--ca-file", help="CA bundle for TLS (also $SSL_CERT_FILE)")
+    add("--insecure", action="store_true", help="do not verify TLS certificates")
+    add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
+    add("--version", action="version", version="streamlite " + __version__)
+    args = parser.parse_args(argv)
+    try:
+        args.body = _extra_fields(args.extra)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ValueError("-X takes KEY=VALUE, got %r" % pair)
+        try:
+            body[key] = json.loads(value)
+        except ValueError:
+            body[key] = value
+    return body
+
+
+def _stdin_text() -> Optional[str]:
+    """Piped or redirected stdin, or None for a terminal, /dev/null or no stdin at all."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return None
+    return sys.stdin.read()
+
+
+def _prompt(words: Sequence[str]) -> Optional[str]:
+    if "-" in words:
+        words = [word for word in words if word != "-"]
+        piped: Optional[str] = sys.stdin.read()
+    else:
+        piped = _stdin_text()
+    prompt = " ".join(words)
+    if piped and prompt:
+        return prompt + "\n\n" + piped
+    return prompt or piped or None
+
+
+def _delta_json(delta: Delta) -> Dict[str, Any]:
+    from dataclasses import asdict
+
+    kind = type(delta)
+    if kind is Usage:
+        return dict(type="usage", **{k: v for k, v in asdict(delta).items() if k != "choice"})
+    names = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal", ToolCallDelta: "tool_call", Finish: "finish"}
+    out: Dict[str, Any] = {"type": names.get(kind, kind.__name__.lower())}
+    out.update((k, v) for k, v in asdict(delta).items() if k != "raw")
+    return out
+
+
+def _completion_json(completion: Completion) -> Dict[str, Any]:
+    from dataclasses import asdict
+
+    out = asdict(completion)
+    out["type"] = "completion"
+    if completion.stats is not None:
+        out["stats"]["tokens_per_second"] = completion.stats.tokens_per_second
+    return out
+
+
+def _format_stats(stats: Stats) -> str:
+    def seconds(value: Optional[float]) -> str:
+        return "-" if value is None else "%.3f s" % value
+
+    def millis(value: Optional[float]) -> str:
+        return "-" if value is None else "%.1f ms" % (value * 1000)
+
+    rate = stats.tokens_per_second
+    return "streamlite: stats: first byte %s, first reasoning %s, first content %s, total %s, %s, %d events, gaps p50 %s p95 %s max %s, %d bytes, %d retries" % (
+        seconds(stats.time_to_first_byte), seconds(stats.time_to_first_reasoning),
+        seconds(stats.time_to_first_content), seconds(stats.duration),
+        "-" if rate is None else "%.1f tokens/s" % rate, stats.events,
+        millis(stats.gap_p50), millis(stats.gap_p95), millis(stats.gap_max), stats.bytes, stats.retries,
+    )
+
+
+class _Printer:
+    """Writes deltas as the CLI shows them; remembers whether stdout needs a final newline."""
+
+    def __init__(self, args: Any) -> None:
+        self.args = args
+        self.out = sys.stdout
+        self.err = sys.stderr
+        color = args.color == "always" or (
+            args.color == "auto" and not os.environ.get("NO_COLOR") and self.err.isatty()
+            and os.environ.get("TERM") != "dumb"
+        )
+        self.dim, self.undim = ("\x1b[2m", "\x1b[0m") if color else ("", "")
+        self.out_tail = "\n"  # the last character written to stdout
+        self.err_tail = "\n"
+
+    def write(self, text: str, *, to_err: bool = False) -> None:
+        if not text:
+            return
+        stream = self.err if to_err else self.out
+        stream.write(text)
+        stream.flush()
+        if to_err:
+            self.err_tail = text[-1]
+        else:
+            self.out_tail = text[-1]
+
+    def delta(self, delta: Delta) -> None:
+        if self.args.jsonl:
+            self.write(json.dumps(_delta_json(delta), ensure_ascii=False) + "\n")
+            return
+        kind = type(delta)
+        mode = self.args.reasoning
+        if kind is ReasoningDelta and mode != "hide":
+            if mode == "only":
+                self.write(delta.text)  # type: ignore[attr-defined]
+            else:
+                self.write(self.dim + delta.text + self.undim, to_err=True)  # type: ignore[attr-defined]
+        elif kind in (ContentDelta, RefusalDelta) and mode != "only":
+            if self.err_tail != "\n":
+                self.write("\n", to_err=True)  # reasoning ended; content starts
+            self.write(delta.text)  # type: ignore[attr-defined]
+
+    def finish(self, completion: Completion) -> None:
+        if self.args.jsonl:
+            self.write(json.dumps(_completion_json(completion), ensure_ascii=False) + "\n")
+        elif self.args.reasoning != "only":
+            for call in completion.tool_calls:
+                self.end_line()
+                self.write("[tool call %s] %s %s\n" % (call.id or call.index, call.name, call.arguments))
+        self.end_line()
+
+    def end_line(self) -> None:
+        if self.out_tail != "\n":
+            self.write("\n")
+        if self.err_tail != "\n":
+            self.write("\n", to_err=True)
+
+
+def _exit_code(error: StreamliteError) -> int:
+    if isinstance(error, APITimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, APIConnectionError):
+        return EXIT_CUT_OFF if error.partial is not None else EXIT_CONNECTION
+    if isinstance(error, APIError):
+        return EXIT_API_ERROR
+    if isinstance(error, ProtocolError):
+        return EXIT_PROTOCOL
+    return EXIT_USAGE  # ConfigError
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parse_args(argv)
+    printer = _Printer(args)
+    try:
+        return _run_cli(args, printer)
+    except StreamliteError as exc:
+        printer.end_line()
+        if args.jsonl:
+            printer.write(json.dumps({"type": "error", "error": type(exc).__name__, "message": str(exc),
+                                      "status": getattr(exc, "status", None)}) + "\n")
+        printer.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__), to_err=True)
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        printer.end_line()
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _run_cli(args: Any, printer: _Printer) -> int:
+    prompt = _prompt(args.prompt)
+    if prompt is None:
+        raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
+    client = Client(
+        args.base_url,
+        os.environ.get(args.api_key_env) or None,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout,
+        max_retries=args.max_retries,
+        ca_file=args.ca_file,
+        verify=not args.insecure,
+        proxy=args.proxy,
+        include_usage=not args.no_usage,
+    )
+    body = dict(args.body)
+    if args.temperature is not None:
+        body["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        body["max_tokens"] = args.max_tokens
+    tap = None
+    if args.raw:
+        raw_out = sys.stdout.buffer
+
+        def tap(piece: bytes) -> None:
+            raw_out.write(piece)
+            raw_out.flush()
+
+    stream = client._stream(prompt, args.model, args.system, True, body, tap)
+    with stream:
+        try:
+            for delta in stream:
+                if not args.raw:
+                    printer.delta(delta)
+        finally:
+            if args.stats:
+                printer.end_line()
+                printer.write(_format_stats(stream.stats) + "\n", to_err=True)
+    if not args.raw:
+        printer.finish(stream.completion)
+    return EXIT_OK
+
+
+def _console_main() -> None:  # pragma: no cover - the installed `streamlite` script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

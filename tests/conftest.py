@@ -1,0 +1,9 @@
+"""Make `import streamlite` and `import examples...` work from the project root without installing."""
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+for path in (str(ROOT), str(ROOT / "tests")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
