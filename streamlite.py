@@ -632,18 +632,88 @@ def _as_str(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
+class _ThinkSplitter:
+    """Split content that inlines reasoning as <think>...</think> (DeepSeek-R1 on some hosts).
+
+    A tag may be cut across deltas, so a trailing piece that could start one is held back until
+    the next delta shows whether it does (flush() hands it over at the end of the stream).
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.held = ""
+        self.trim = False  # drop the blank lines between </think> and the answer
+
+    def split(self, text: str) -> List[Tuple[bool, str]]:
+        """Return (is_reasoning, text) pieces of `text`, in order."""
+        text = self.held + text
+        self.held = ""
+        pieces: List[Tuple[bool, str]] = []
+        while text:
+            tag = self.CLOSE if self.inside else self.OPEN
+            found = text.find(tag)
+            if found < 0:
+                keep = next((k for k in range(min(len(tag) - 1, len(text)), 0, -1) if text.endswith(tag[:k])), 0)
+                self.held = text[len(text) - keep :]
+                text = text[: len(text) - keep]
+                self._emit(text, pieces)
+                break
+            self._emit(text[:found], pieces)
+            text = text[found + len(tag) :]
+            self.inside = not self.inside
+            self.trim = not self.inside
+        return pieces
+
+    def flush(self) -> List[Tuple[bool, str]]:
+        pieces: List[Tuple[bool, str]] = []
+        self._emit(self.held, pieces)
+        self.held = ""
+        return pieces
+
+    def _emit(self, text: str, pieces: List[Tuple[bool, str]]) -> None:
+        if self.trim and not self.inside:
+            text = text.lstrip()
+            self.trim = not text
+        if text:
+            pieces.append((self.inside, text))
+
+
 class ChunkDecoder:
     """Turn chunk objects into deltas, resolving tool calls that arrive without an `index`.
 
     Gemini and Mistral send tool-call fragments with no `index`; such calls are numbered in
     order of appearance, keyed by `id` when there is one. That needs memory across chunks,
     hence a class; parse_chunk() is the stateless shortcut for a single chunk.
+
+    With think_tags=True, content inlining reasoning as <think>...</think> is split into
+    ReasoningDelta and ContentDelta; call flush() at the end of the stream.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, think_tags: bool = False) -> None:
         self._call_ids: Dict[Tuple[int, str], int] = {}
         self._call_count: Dict[int, int] = {}
         self._last_call: Dict[int, int] = {}
+        self._think: Optional[Dict[int, _ThinkSplitter]] = {} if think_tags else None
+
+    def flush(self) -> List[Delta]:
+        """Deltas held back at the end of the stream (a trailing partial <think> tag)."""
+        out: List[Delta] = []
+        for choice, splitter in sorted((self._think or {}).items()):
+            for is_reasoning, text in splitter.flush():
+                out.append(ReasoningDelta(text, choice) if is_reasoning else ContentDelta(text, choice))
+        return out
+
+    def _content(self, text: str, index: int, out: List[Delta]) -> None:
+        if self._think is None:
+            out.append(ContentDelta(text, index))
+            return
+        splitter = self._think.get(index)
+        if splitter is None:
+            splitter = self._think[index] = _ThinkSplitter()
+        for is_reasoning, piece in splitter.split(text):
+            out.append(ReasoningDelta(piece, index) if is_reasoning else ContentDelta(piece, index))
 
     def decode(self, chunk: Mapping[str, Any]) -> List[Delta]:
         """Return the deltas of one chunk, in wire order; usage comes last."""
@@ -675,7 +745,7 @@ class ChunkDecoder:
 
     def _decode_delta(self, delta: Mapping[str, Any], index: int, out: List[Delta]) -> None:
         content = delta.get("content")
-        if len(delta) == 1 and type(content) is str:  # the common case, kept fast
+        if len(delta) == 1 and type(content) is str and self._think is None:  # the common case
             if content:
                 out.append(ContentDelta(content, index))
             return
@@ -688,7 +758,7 @@ class ChunkDecoder:
                 out.append(ReasoningDelta(reasoning, index))
             content = _text_of_parts(content, "text")
         if content and type(content) is str:
-            out.append(ContentDelta(content, index))
+            self._content(content, index, out)
         refusal = delta.get("refusal")
         if type(refusal) is str:
             out.append(RefusalDelta(refusal, index))
@@ -1638,6 +1708,212 @@ class _GapHistogram:
         return self.max
 
 
+class _StreamState:
+    """The sans-I/O heart of a stream, shared by Stream and AsyncStream: body pieces in,
+    deltas out. An error found in a piece is kept in `error` and raised by the caller after it
+    has handed out the deltas that came before it (nothing that arrived is withheld)."""
+
+    def __init__(
+        self,
+        content_type: str,
+        max_event_bytes: int,
+        accumulate: bool,
+        tap: Optional[Callable[[bytes], None]],
+        think_tags: bool = False,
+    ) -> None:
+        self.started = time.monotonic()
+        self.content_type = content_type
+        self.max_event_bytes = max_event_bytes
+        self.tap = tap
+        self.accumulator = Accumulator()
+        self.add = self.accumulator.add if accumulate else self._add_summary
+        self.sse = SSEDecoder(max_event_bytes, lenient_error_field=True)
+        self.chunks = ChunkDecoder(think_tags=think_tags)
+        self.last_chunk: Optional[Dict[str, Any]] = None
+        self.error: Optional[StreamliteError] = None
+        self.done = False  # [DONE] arrived
+        self.first_piece = True
+        self.events = 0
+        self.retries = 0
+        self.gaps = _GapHistogram()
+        self.last_event_at: Optional[float] = None
+        self.first_reasoning: Optional[float] = None
+        self.first_content: Optional[float] = None
+        self.first_byte: Optional[float] = None
+        self.bytes = 0
+        self.ended_at: Optional[float] = None
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type == "application/json"
+
+    def feed(self, piece: bytes) -> List[Delta]:
+        """Decode one piece of an event stream; return its deltas (check `error`, `done`)."""
+        if self.tap is not None:
+            self.tap(piece)
+        if self.first_piece:
+            self.first_piece = False
+            _refuse_non_sse(self.content_type, piece)
+        events = self.sse.feed(piece)
+        if not events:
+            return []
+        self._note_events(len(events))
+        out: List[Delta] = []
+        loads = json.loads
+        for event in events:
+            data = event.data
+            if event.event != "message":
+                chunk = self._named_event(event)
+                if chunk is None:
+                    continue
+            elif data[:6] == "[DONE]":
+                self.done = True
+                break
+            else:
+                try:
+                    chunk = loads(data)
+                except ValueError as exc:
+                    raise ProtocolError(
+                        "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
+                    ) from None
+                if type(chunk) is not dict:
+                    raise _non_object_error(chunk, self.events)
+            self._add_chunk(chunk, out)
+            if self.error is not None:
+                break
+        return out
+
+    def flush(self) -> List[Delta]:
+        """Deltas held back by the chunk decoder, handed out when the stream ends."""
+        deltas = self.chunks.flush()
+        for delta in deltas:
+            self.add(delta)
+        return deltas
+
+    def end(self) -> None:
+        """The body ended: raise if the stream was cut off (no [DONE], no finish reason)."""
+        for event in self.sse.close():  # an unterminated `error:` line (old llama.cpp)
+            self._named_event(event)
+        if not self.accumulator.finished:
+            raise APIConnectionError(
+                "the stream ended without [DONE] and without a finish reason: the connection "
+                "was cut off after %d events" % self.events
+            )
+
+    def whole_json(self, body: bytes) -> List[Delta]:
+        """A 200 with one JSON object: a server that ignored "stream", or an error."""
+        if len(body) > self.max_event_bytes:
+            raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self.max_event_bytes)
+        text = body.decode("utf-8", "replace")
+        try:
+            chunk = json.loads(text)
+        except ValueError:
+            raise ProtocolError(
+                "expected an event stream, got an application/json body that is not valid JSON: %r"
+                % _clip(text, 80)
+            ) from None
+        if type(chunk) is not dict:
+            raise _non_object_error(chunk, 1)
+        if "choices" not in chunk:
+            _raise_chunk_error(chunk)
+            raise ProtocolError("expected an event stream, got a JSON object without choices: %r" % _clip(text, 120))
+        self._note_events(1)
+        out: List[Delta] = []
+        self._add_chunk(chunk, out)
+        if self.error is None and not self.accumulator.finished:
+            self.error = APIConnectionError("the JSON response has no finish reason")
+        return out
+
+    def _add_chunk(self, chunk: Dict[str, Any], out: List[Delta]) -> None:
+        self.last_chunk = chunk
+        deltas = self.chunks.decode(chunk)
+        self.accumulator.add_chunk_info(chunk)
+        add = self.add
+        for delta in deltas:
+            add(delta)
+            if self.first_content is None:
+                self._note_first_token(delta)
+        out += deltas
+        if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
+            try:
+                _raise_chunk_error(chunk)
+            except APIError as exc:
+                self.error = exc
+
+    def _add_summary(self, delta: Delta) -> None:
+        """Without accumulation, keep only what ending the stream needs (constant memory)."""
+        kind = type(delta)
+        if kind is Finish:
+            self.accumulator.add(delta)
+        elif kind is Usage:
+            self.accumulator.usage = delta  # type: ignore[assignment]
+
+    def _note_events(self, count: int) -> None:
+        now = time.monotonic()
+        if self.last_event_at is not None:
+            self.gaps.add(now - self.last_event_at, count - 1)
+        elif count > 1:
+            self.gaps.add(0.0, count - 2)
+        self.last_event_at = now
+        self.events += count
+
+    def _note_first_token(self, delta: Delta) -> None:
+        kind = type(delta)
+        if kind is ContentDelta:
+            self.first_content = time.monotonic()
+        elif kind is ReasoningDelta and self.first_reasoning is None:
+            self.first_reasoning = time.monotonic()
+
+    def _named_event(self, event: ServerSentEvent) -> Optional[Dict[str, Any]]:
+        """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
+        try:
+            payload = json.loads(event.data)
+        except ValueError:
+            payload = None
+        if event.event == "error":
+            fields = error_fields(payload) if payload is not None else None
+            if fields is None:
+                fields = (_clip(event.data, 500) or "the server sent an error event", None, None)
+            body = payload if payload is not None else event.data
+            raise APIError(fields[0], code=fields[1], type=fields[2], body=body)
+        if isinstance(payload, dict) and ("choices" in payload or "error" in payload or "usage" in payload):
+            return payload
+        return None
+
+    def stats(self) -> Stats:
+        start = self.started
+        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        usage = self.accumulator.usage
+
+        def since(moment: Optional[float]) -> Optional[float]:
+            return None if moment is None else moment - start
+
+        return Stats(
+            since(self.first_byte),
+            since(self.first_reasoning),
+            since(self.first_content),
+            end - start,
+            self.events,
+            self.bytes,
+            self.retries,
+            self.gaps.percentile(0.5),
+            self.gaps.percentile(0.95),
+            self.gaps.max if self.gaps.total else None,
+            usage.completion_tokens if usage is not None else None,
+        )
+
+    def completion(self) -> Completion:
+        return self.accumulator.result(self.stats())
+
+    def attach_partial(self, error: StreamliteError) -> StreamliteError:
+        if error.partial is None:
+            error.partial = self.completion()
+        return error
+
+    def note_retry(self) -> None:
+        self.retries += 1
+
+
 class Stream:
     """A streaming chat completion: an iterator of deltas and a context manager.
 
@@ -1657,30 +1933,12 @@ class Stream:
         tap: Optional[Callable[[bytes], None]] = None,
     ) -> None:
         self._response: Optional[_Response] = None
-        self._started = time.monotonic()
+        self._state = state = _StreamState("", client.max_event_bytes, accumulate, tap, client.think_tags)
         total = client.total_timeout
-        self._deadline = self._started + total if total else None
-        self._accumulator = Accumulator()
-        self._accumulate = accumulate
-        self._chunks = ChunkDecoder()
-        self._sse = SSEDecoder(client.max_event_bytes, lenient_error_field=True)
-        self._max_event_bytes = client.max_event_bytes
-        self._body_started = False
-        self.last_chunk: Optional[Dict[str, Any]] = None
-        self.retries = 0
-        self.events = 0
-        self._gaps = _GapHistogram()
-        self._last_event_at: Optional[float] = None
-        self._first_reasoning: Optional[float] = None
-        self._first_content: Optional[float] = None
-        self._ended_at: Optional[float] = None
-        self._bytes = 0
-        self._first_byte: Optional[float] = None
-        self._tap = tap
-        self._response = client._open(endpoint, headers, payload, self._deadline, self)
+        deadline = state.started + total if total else None
+        self._response = client._open(endpoint, headers, payload, deadline, state)
+        state.content_type = self._response.content_type
         self._iterator = self._run()
-
-    # -- the public face ------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Delta]:
         return self._iterator
@@ -1700,215 +1958,98 @@ class Stream:
 
     def __repr__(self) -> str:
         state = "closed" if self._response is None else "open"
-        return "<streamlite.Stream %s, %d events>" % (state, self.events)
+        return "<streamlite.Stream %s, %d events>" % (state, self._state.events)
 
     def close(self) -> None:
         """Close the connection (idempotent). The Completion so far stays readable."""
         response = self._response
         if response is not None:
             self._response = None
-            self._bytes = response.reader.bytes
-            self._first_byte = response.reader.first_byte_at
-            if self._ended_at is None:
-                self._ended_at = time.monotonic()
+            self._read_counters(response)
+            if self._state.ended_at is None:
+                self._state.ended_at = time.monotonic()
             response.close()
+
+    def _read_counters(self, response: _Response) -> None:
+        self._state.bytes = response.reader.bytes
+        self._state.first_byte = response.reader.first_byte_at
 
     @property
     def completion(self) -> Completion:
         """The Completion so far (complete once the stream has ended)."""
-        return self._accumulator.result(self.stats)
+        if self._response is not None:
+            self._read_counters(self._response)
+        return self._state.completion()
 
     @property
     def stats(self) -> Stats:
         """Timings of this stream so far."""
-        response = self._response
-        if response is not None:
-            self._bytes = response.reader.bytes
-            self._first_byte = response.reader.first_byte_at
-        start = self._started
-        end = self._ended_at if self._ended_at is not None else time.monotonic()
-        usage = self._accumulator.usage
-        return Stats(
-            None if self._first_byte is None else self._first_byte - start,
-            None if self._first_reasoning is None else self._first_reasoning - start,
-            None if self._first_content is None else self._first_content - start,
-            end - start,
-            self.events,
-            self._bytes,
-            self.retries,
-            self._gaps.percentile(0.5),
-            self._gaps.percentile(0.95),
-            self._gaps.max if self._gaps.total else None,
-            usage.completion_tokens if usage is not None else None,
-        )
+        if self._response is not None:
+            self._read_counters(self._response)
+        return self._state.stats()
+
+    @property
+    def last_chunk(self) -> Optional[Dict[str, Any]]:
+        """The raw chunk object the latest deltas came from."""
+        return self._state.last_chunk
+
+    @property
+    def events(self) -> int:
+        return self._state.events
+
+    @property
+    def retries(self) -> int:
+        return self._state.retries
 
     def chunks(self) -> Iterator[Dict[str, Any]]:
         """Iterate the raw chunk objects instead of deltas (deltas are still accumulated)."""
         seen = None
         for _ in self._iterator:
-            if self.last_chunk is not seen:
-                seen = self.last_chunk
+            if self._state.last_chunk is not seen:
+                seen = self._state.last_chunk
                 yield seen  # type: ignore[misc]
-
-    def _note_retry(self) -> None:
-        self.retries += 1
-
-    # -- the data path --------------------------------------------------------------------
 
     def _run(self) -> Iterator[Delta]:
         response = self._response
+        state = self._state
         assert response is not None
         try:
-            self._body_started = True
-            if response.content_type == "application/json":
-                yield from self._whole_json(response)
+            if state.is_json:
+                yield from state.whole_json(response.read_bounded(state.max_event_bytes + 1))
             else:
-                yield from self._events(response)
+                feed = state.feed
+                for piece in response.pieces():
+                    deltas = feed(piece)
+                    if deltas:
+                        yield from deltas
+                    if state.error is not None or state.done:
+                        break
+                else:
+                    yield from state.flush()
+                    state.end()
+                if state.done:
+                    yield from state.flush()
+            if state.error is not None:
+                raise state.error
         except StreamliteError as exc:
-            if exc.partial is None:
-                exc.partial = self.completion
-            raise
+            raise state.attach_partial(exc)
         except (OSError, http.client.HTTPException) as exc:
-            raise APIConnectionError(
-                "the connection broke during the stream: %s" % (getattr(exc, "strerror", None) or exc),
-                partial=self.completion,
-            ) from None
+            error = APIConnectionError(
+                "the connection broke during the stream: %s" % (getattr(exc, "strerror", None) or exc)
+            )
+            raise state.attach_partial(error) from None
         finally:
             self.close()
 
-    def _events(self, response: _Response) -> Iterator[Delta]:
-        feed = self._sse.feed
-        loads = json.loads
-        decode = self._chunks.decode
-        accumulator = self._accumulator
-        add = accumulator.add if self._accumulate else self._add_summary
-        add_info = accumulator.add_chunk_info
-        first_piece = True
-        tap = self._tap
-        for piece in response.pieces():
-            if tap is not None:
-                tap(piece)
-            if first_piece:
-                first_piece = False
-                _refuse_non_sse(response, piece)
-            events = feed(piece)
-            if not events:
-                continue
-            self._note_events(len(events))
-            for event in events:
-                data = event.data
-                if event.event != "message":
-                    chunk = self._named_event(event)
-                    if chunk is None:
-                        continue
-                elif data[:6] == "[DONE]":
-                    return
-                else:
-                    try:
-                        chunk = loads(data)
-                    except ValueError as exc:
-                        raise ProtocolError(
-                            "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
-                        ) from None
-                    if type(chunk) is not dict:
-                        raise _non_object_error(chunk, self.events)
-                self.last_chunk = chunk
-                deltas = decode(chunk)
-                add_info(chunk)
-                for delta in deltas:
-                    add(delta)
-                    if self._first_content is None:
-                        self._note_first_token(delta)
-                    yield delta
-                if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
-                    _raise_chunk_error(chunk)
-        for event in self._sse.close():  # an unterminated `error:` line (old llama.cpp)
-            self._named_event(event)
-        if not accumulator.finished:
-            raise APIConnectionError(
-                "the stream ended without [DONE] and without a finish reason: the connection "
-                "was cut off after %d events" % self.events
-            )
 
-    def _add_summary(self, delta: Delta) -> None:
-        """Without accumulation, keep only what ending the stream needs (constant memory)."""
-        kind = type(delta)
-        if kind is Finish:
-            self._accumulator.finished = True
-            self._accumulator.add(delta)
-        elif kind is Usage:
-            self._accumulator.usage = delta  # type: ignore[assignment]
-
-    def _note_events(self, count: int) -> None:
-        now = time.monotonic()
-        if self._last_event_at is not None:
-            self._gaps.add(now - self._last_event_at, count - 1)
-        elif count > 1:
-            self._gaps.add(0.0, count - 2)
-        self._last_event_at = now
-        self.events += count
-
-    def _note_first_token(self, delta: Delta) -> None:
-        kind = type(delta)
-        if kind is ContentDelta:
-            self._first_content = time.monotonic()
-        elif kind is ReasoningDelta and self._first_reasoning is None:
-            self._first_reasoning = time.monotonic()
-
-    def _named_event(self, event: ServerSentEvent) -> Optional[Dict[str, Any]]:
-        """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
-        try:
-            payload = json.loads(event.data)
-        except ValueError:
-            payload = None
-        if event.event == "error":
-            fields = error_fields(payload) if payload is not None else None
-            if fields is None:
-                fields = (_clip(event.data, 500) or "the server sent an error event", None, None)
-            raise APIError(fields[0], code=fields[1], type=fields[2], body=payload if payload is not None else event.data)
-        if isinstance(payload, dict) and ("choices" in payload or "error" in payload or "usage" in payload):
-            return payload
-        return None
-
-    def _whole_json(self, response: _Response) -> Iterator[Delta]:
-        """A 200 with one JSON object: a server that ignored "stream", or an error."""
-        body = response.read_bounded(self._max_event_bytes + 1)
-        if len(body) > self._max_event_bytes:
-            raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self._max_event_bytes)
-        try:
-            chunk = json.loads(body.decode("utf-8", "replace"))
-        except ValueError:
-            raise ProtocolError(
-                "expected an event stream, got an application/json body that is not valid JSON: %r"
-                % _clip(body.decode("utf-8", "replace"), 80)
-            ) from None
-        if type(chunk) is not dict:
-            raise _non_object_error(chunk, 1)
-        if "choices" not in chunk:
-            _raise_chunk_error(chunk)
-            raise ProtocolError("expected an event stream, got a JSON object without choices: %r" % _clip(json.dumps(chunk), 120))
-        self.events = 1
-        self.last_chunk = chunk
-        self._accumulator.add_chunk_info(chunk)
-        for delta in self._chunks.decode(chunk):
-            (self._accumulator.add if self._accumulate else self._add_summary)(delta)
-            if self._first_content is None:
-                self._note_first_token(delta)
-            yield delta
-        _raise_chunk_error(chunk)
-        if not self._accumulator.finished:
-            raise APIConnectionError("the JSON response has no finish reason")
-
-
-def _refuse_non_sse(response: _Response, first_piece: bytes) -> None:
+def _refuse_non_sse(content_type: str, first_piece: bytes) -> None:
     """A 200 that is clearly not an event stream (captive portal, gateway page) is an error."""
-    kind = response.content_type
     head = first_piece.lstrip()[:1]
-    if kind in ("text/html", "application/xhtml+xml", "text/xml", "application/xml") or head == b"<":
+    if content_type in ("text/html", "application/xhtml+xml", "text/xml", "application/xml") or head == b"<":
         text = first_piece[:4096].decode("utf-8", "replace")
         raise ProtocolError(
             "expected an event stream (text/event-stream), got %s: %s"
-            % (kind or "a body without a content type", _text_of_body(text))
+            % (content_type or "a body without a content type", _text_of_body(text))
         )
 
 
@@ -1920,17 +2061,17 @@ def _non_object_error(value: Any, number: int) -> StreamliteError:
 
 
 def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
-    fields = error_fields(chunk) if chunk.get("error") or chunk.get("object") == "error" or (
-        isinstance(chunk.get("x_groq"), dict) and chunk["x_groq"].get("error")
-    ) else None
-    if fields is not None:
-        raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
+    groq = chunk.get("x_groq")
+    if chunk.get("error") or chunk.get("object") == "error" or (isinstance(groq, dict) and groq.get("error")):
+        fields = error_fields(chunk)
+        if fields is not None:
+            raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
 
 
 _CLIENT_OPTIONS = (
     "base_url", "api_key", "connect_timeout", "read_timeout", "total_timeout", "max_retries",
     "headers", "ca_file", "verify", "proxy", "include_usage", "max_event_bytes", "azure",
-    "api_version",
+    "api_version", "think_tags",
 )
 
 
@@ -1963,6 +2104,8 @@ class Client:
         azure: Azure OpenAI mode (api-key header, deployment URLs, api-version); None detects
             it from the host name.
         api_version: the Azure api-version (default OPENAI_API_VERSION, else 2024-10-21).
+        think_tags: split reasoning that the provider inlines in the content as
+            <think>...</think> into ReasoningDelta (off by default: content stays verbatim).
     """
 
     def __init__(
@@ -1982,6 +2125,7 @@ class Client:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         azure: Optional[bool] = None,
         api_version: Optional[str] = None,
+        think_tags: bool = False,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -2009,6 +2153,7 @@ class Client:
         self.max_event_bytes = max_event_bytes
         self.include_usage = bool(include_usage)
         self.api_version = api_version
+        self.think_tags = bool(think_tags)
         self.headers: Dict[str, str] = {}
         for name, value in (headers or {}).items():
             _check_header(name, value)
@@ -2110,22 +2255,22 @@ class Client:
         headers: Dict[str, str],
         payload: Dict[str, Any],
         deadline: Optional[float],
-        stream: Stream,
+        state: _StreamState,
     ) -> _Response:
         """Send the request (retrying as the transport allows); scrub secrets from errors."""
         try:
             try:
-                return self._transport.open(endpoint, headers, _encode(payload), deadline, stream._note_retry)
+                return self._transport.open(endpoint, headers, _encode(payload), deadline, state.note_retry)
             except APIError as exc:
                 if not _rejects_stream_options(exc, payload):
                     raise
             payload = dict(payload)
             del payload["stream_options"]
-            stream._accumulator.warnings.append(
+            state.accumulator.warnings.append(
                 "the server rejected stream_options; the request was sent again without it, so "
                 "usage may be missing"
             )
-            return self._transport.open(endpoint, headers, _encode(payload), deadline, stream._note_retry)
+            return self._transport.open(endpoint, headers, _encode(payload), deadline, state.note_retry)
         except StreamliteError as exc:
             _scrub(exc, self._secrets)
             raise
