@@ -1146,18 +1146,12 @@ def _ssl_context(verify: bool, ca_file: Optional[str]) -> ssl.SSLContext:
     return context
 
 
-class _TimedReader:
-    """The raw byte source under http.client's buffered reader: each recv is bounded by the
-    idle timeout and by what is left of the total deadline. Counts bytes, notes the first one."""
+class _Budget:
+    """The time a read may take: the idle timeout, cut short by what is left of the deadline."""
 
-    def __init__(
-        self, sock: socket.socket, idle: float, deadline: Optional[float]
-    ) -> None:
-        self.sock = sock
+    def __init__(self, idle: float, deadline: Optional[float]) -> None:
         self.idle = idle
         self.deadline = deadline
-        self.bytes = 0
-        self.first_byte_at: Optional[float] = None
 
     def timeout(self) -> float:
         if self.deadline is None:
@@ -1167,19 +1161,31 @@ class _TimedReader:
             raise APITimeoutError("the total timeout expired", which="total")
         return min(self.idle, left)
 
-    def expired(self, exc: BaseException) -> APITimeoutError:
-        if self.deadline is not None and self.deadline - time.monotonic() < self.idle / 1000 + 0.001:
+    def expired(self) -> APITimeoutError:
+        """The error for a read that timed out: the total deadline if it is (nearly) past."""
+        if self.deadline is not None and self.deadline - time.monotonic() < 0.01:
             return APITimeoutError("the total timeout expired", which="total")
         return APITimeoutError(
             "no data from the server for %g s (the read timeout)" % self.idle, which="read"
         )
 
+
+class _TimedReader:
+    """The raw byte source under http.client's buffered reader: each recv is bounded by the
+    budget (idle timeout and total deadline). Counts bytes, notes when the first one came."""
+
+    def __init__(self, sock: socket.socket, budget: _Budget) -> None:
+        self.sock = sock
+        self.budget = budget
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+
     def readinto(self, buffer: Any) -> int:
-        self.sock.settimeout(self.timeout())
+        self.sock.settimeout(self.budget.timeout())
         try:
             count = self.sock.recv_into(buffer)
-        except socket.timeout as exc:
-            raise self.expired(exc) from None
+        except socket.timeout:
+            raise self.budget.expired() from None
         if count:
             if self.first_byte_at is None:
                 self.first_byte_at = time.monotonic()
@@ -1212,11 +1218,11 @@ class _TimedSocket:
         return io.BufferedReader(self.reader, _READ_SIZE)  # type: ignore[arg-type]
 
     def sendall(self, data: bytes) -> None:
-        self._sock.settimeout(self.reader.timeout())
+        self._sock.settimeout(self.reader.budget.timeout())
         try:
             self._sock.sendall(data)
-        except socket.timeout as exc:
-            raise self.reader.expired(exc) from None
+        except socket.timeout:
+            raise self.reader.budget.expired() from None
 
     def close(self) -> None:
         self._sock.close()
@@ -1300,36 +1306,79 @@ class _ChunkedDecoder:
         return self._TRAILER
 
 
-def _decompressor(encoding: str) -> Optional[Any]:
-    """A zlib decompressor for gzip/deflate bodies (sent despite Accept-Encoding: identity)."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return None
-    import zlib
+class _Inflater:
+    """Decode a gzip or deflate body incrementally (sent despite Accept-Encoding: identity),
+    never more than _READ_SIZE bytes of output per step, so memory stays bounded."""
 
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib header, or raw deflate below
-    raise ProtocolError(
-        "the server sent a %r-encoded body although streamlite asked for identity; only gzip "
-        "and deflate can be decoded" % (_clip(encoding, 40),)
-    )
+    def __init__(self, encoding: str) -> None:
+        import zlib
 
+        self._error = zlib.error
+        if encoding in ("gzip", "x-gzip"):
+            self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:  # deflate: zlib-wrapped, as the RFC says
+            self._decompressor = zlib.decompressobj(zlib.MAX_WBITS)
 
-def _inflate(pieces: Iterator[bytes], decompressor: Any) -> Iterator[bytes]:
-    """Decompress pieces incrementally, never more than _READ_SIZE bytes of output at a time."""
-    import zlib
+    @staticmethod
+    def for_encoding(encoding: str) -> Optional[_Inflater]:
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            return _Inflater(encoding)
+        raise ProtocolError(
+            "the server sent a %r-encoded body although streamlite asked for identity; only gzip "
+            "and deflate can be decoded" % (_clip(encoding, 40),)
+        )
 
-    for piece in pieces:
+    def feed(self, data: bytes) -> List[bytes]:
+        out = []
         try:
-            while piece:
-                out = decompressor.decompress(piece, _READ_SIZE)
-                piece = decompressor.unconsumed_tail
-                if out:
-                    yield out
-        except zlib.error as exc:
+            while data:
+                piece = self._decompressor.decompress(data, _READ_SIZE)
+                data = self._decompressor.unconsumed_tail
+                if piece:
+                    out.append(piece)
+        except self._error as exc:
             raise ProtocolError("the compressed body is corrupt: %s" % exc) from None
+        return out
+
+
+class _BodyFramer:
+    """Find the body in the bytes after the response head (sans-I/O): chunked, sized by
+    Content-Length, or delimited by the connection closing. feed() returns payload bytes."""
+
+    def __init__(self, chunked: bool, length: Optional[int]) -> None:
+        self._chunks = _ChunkedDecoder() if chunked else None
+        self.length = length
+        self.left = length
+
+    @property
+    def complete(self) -> bool:
+        if self._chunks is not None:
+            return self._chunks.done
+        return self.left is not None and self.left <= 0
+
+    def wanted(self) -> int:
+        """How much to read next without reading past the body."""
+        return _READ_SIZE if self.left is None or self._chunks is not None else min(_READ_SIZE, self.left)
+
+    def feed(self, data: bytes) -> bytes:
+        if self._chunks is not None:
+            return self._chunks.feed(data)
+        if self.left is not None:
+            data = data[: self.left]
+            self.left -= len(data)
+        return data
+
+    def eof(self) -> None:
+        """The connection closed: fine for a close-delimited body, else the body was cut."""
+        if self._chunks is not None and not self._chunks.done:
+            raise APIConnectionError("the connection closed in the middle of the chunked body")
+        if self.left is not None and self.left > 0:
+            raise APIConnectionError(
+                "the connection closed after %d of %d body bytes" % (self.length - self.left, self.length)  # type: ignore[operator]
+            )
 
 
 class _Response:
@@ -1348,42 +1397,23 @@ class _Response:
 
     def pieces(self) -> Iterator[bytes]:
         """The body, piece by piece as it arrives (de-chunked and decompressed)."""
-        pieces = self._raw_pieces()
-        decompressor = _decompressor(self.headers.get("content-encoding", ""))
-        return pieces if decompressor is None else _inflate(pieces, decompressor)
-
-    def _raw_pieces(self) -> Iterator[bytes]:
         response = self._response
-        fp = response.fp
-        if fp is None:  # no body (HEAD, 204, 304)
+        if response.fp is None:  # no body (HEAD, 204, 304)
             return
-        read1 = fp.read1
-        if response.chunked:
-            decoder = _ChunkedDecoder()
-            while not decoder.done:
-                data = read1(_READ_SIZE)
-                if not data:
-                    raise APIConnectionError("the connection closed in the middle of the chunked body")
-                payload = decoder.feed(data)
-                if payload:
+        read1 = response.fp.read1
+        framer = _BodyFramer(bool(response.chunked), response.length)
+        inflater = _Inflater.for_encoding(self.headers.get("content-encoding", ""))
+        while not framer.complete:
+            data = read1(framer.wanted())
+            if not data:
+                framer.eof()
+                return
+            payload = framer.feed(data)
+            if payload:
+                if inflater is None:
                     yield payload
-        elif response.length is not None:
-            left = response.length
-            while left > 0:
-                data = read1(min(_READ_SIZE, left))
-                if not data:
-                    raise APIConnectionError(
-                        "the connection closed after %d of %d body bytes"
-                        % (response.length - left, response.length)
-                    )
-                left -= len(data)
-                yield data
-        else:  # close-delimited
-            while True:
-                data = read1(_READ_SIZE)
-                if not data:
-                    return
-                yield data
+                else:
+                    yield from inflater.feed(payload)
 
     def read_bounded(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body (an error body); the rest is not read."""
@@ -1531,27 +1561,33 @@ class _Transport:
         while True:
             try:
                 response = self._exchange(endpoint, headers, body, deadline)
-            except APIConnectionError as exc:
-                if attempt >= self.max_retries or not getattr(exc, "retryable", False):
-                    raise
-                error: StreamliteError = exc
-                delay = _backoff(attempt)
-            else:
                 if 200 <= response.status < 300:
                     return response
-                error = self._http_error(response)
-                assert isinstance(error, APIError)
-                if attempt >= self.max_retries or not _should_retry(response.status, response.headers):
-                    raise error
-                if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER_SECONDS:
-                    raise error
-                delay = error.retry_after if error.retry_after else _backoff(attempt)
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise error
-            time.sleep(delay)
+                error: StreamliteError = self._http_error(response)
+            except APIConnectionError as exc:
+                error = exc
+            time.sleep(self.retry_delay(error, attempt, deadline))
             attempt += 1
             if on_retry is not None:
                 on_retry()
+
+    def retry_delay(self, error: StreamliteError, attempt: int, deadline: Optional[float]) -> float:
+        """How long to wait before retrying after `error`; raises it when not to retry."""
+        if attempt >= self.max_retries:
+            raise error
+        if isinstance(error, APIError):
+            if not _should_retry(error.status or 0, error.headers or {}):
+                raise error
+            if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER_SECONDS:
+                raise error
+            delay = error.retry_after if error.retry_after else _backoff(attempt)
+        elif getattr(error, "retryable", False):
+            delay = _backoff(attempt)
+        else:
+            raise error
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            raise error
+        return delay
 
     def _http_error(self, response: _Response) -> APIError:
         try:
@@ -1571,7 +1607,7 @@ class _Transport:
         connection = self._connection(endpoint, proxy, deadline)
         try:
             self._connect(connection, endpoint, proxy)
-            reader = _TimedReader(connection.sock, self.read_timeout, deadline)
+            reader = _TimedReader(connection.sock, _Budget(self.read_timeout, deadline))
             connection.sock = _TimedSocket(connection.sock, reader)  # type: ignore[assignment]
             target = endpoint.target
             if proxy is not None and endpoint.scheme == "http":
@@ -1606,39 +1642,43 @@ class _Transport:
     def _connect(
         self, connection: http.client.HTTPConnection, endpoint: _Endpoint, proxy: Optional[_Proxy]
     ) -> None:
+        try:
+            connection.connect()
+        except (OSError, socket.timeout) as exc:
+            raise self.connect_error(exc, endpoint, proxy) from None
+
+    def connect_error(self, exc: BaseException, endpoint: _Endpoint, proxy: Optional[_Proxy]) -> StreamliteError:
+        """A clear, typed error for a failure to connect (TCP, proxy tunnel or TLS)."""
         import ssl
 
         where = "%s:%d" % (endpoint.host, endpoint.port)
         via = " through the proxy %s:%d" % (proxy.host, proxy.port) if proxy else ""
-        try:
-            connection.connect()
-        except socket.timeout:
-            raise APITimeoutError(
+        if isinstance(exc, (socket.timeout, TimeoutError)) and not isinstance(exc, StreamliteError):
+            return APITimeoutError(
                 "could not connect to %s%s within %g s (the connect timeout)"
                 % (where, via, self.connect_timeout),
                 which="connect",
-            ) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise APIConnectionError(
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return APIConnectionError(
                 "TLS certificate verification failed for %s: %s. If a corporate proxy or a "
                 "private CA signs this certificate, pass ca_file= or set SSL_CERT_FILE to a "
                 "CA bundle that includes it (verify=False turns checking off)"
                 % (endpoint.host, exc.verify_message or exc.reason)
-            ) from None
-        except ssl.SSLError as exc:
-            raise APIConnectionError("TLS handshake with %s failed: %s" % (where, exc.reason or exc)) from None
-        except OSError as exc:
-            status = _tunnel_status(exc)
-            if status is not None and proxy is not None:
-                raise APIError(
-                    "the proxy %s:%d refused the CONNECT tunnel to %s" % (proxy.host, proxy.port, where),
-                    status=status,
-                ) from None
-            error = APIConnectionError(
-                "could not connect to %s%s: %s" % (where, via, exc.strerror or exc.__class__.__name__)
             )
-            error.retryable = True  # type: ignore[attr-defined]
-            raise error from None
+        if isinstance(exc, ssl.SSLError):
+            return APIConnectionError("TLS handshake with %s failed: %s" % (where, exc.reason or exc))
+        status = _tunnel_status(exc) if isinstance(exc, OSError) else None
+        if status is not None and proxy is not None:
+            return APIError(
+                "the proxy %s:%d refused the CONNECT tunnel to %s" % (proxy.host, proxy.port, where),
+                status=status,
+            )
+        error = APIConnectionError(
+            "could not connect to %s%s: %s" % (where, via, getattr(exc, "strerror", None) or exc.__class__.__name__)
+        )
+        error.retryable = True  # type: ignore[attr-defined]
+        return error
 
 
 def _tunnel_status(exc: OSError) -> Optional[int]:
@@ -1668,6 +1708,203 @@ def _backoff(attempt: int) -> float:
     import random
 
     return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 4)
+
+
+class _AsyncResponse:
+    """An HTTP response read with asyncio streams; the same framing and budget as _Response."""
+
+    def __init__(self, reader: Any, writer: Any, budget: _Budget) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.budget = budget
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+        self.status = 0
+        self.reason = ""
+        self.headers: Dict[str, str] = {}
+        self.content_type = ""
+        self._framer = _BodyFramer(False, None)
+
+    async def _wait(self, operation: Any) -> Any:
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(operation, self.budget.timeout())
+        except asyncio.TimeoutError:
+            raise self.budget.expired() from None
+
+    async def read_head(self) -> None:
+        """Read the status line and headers, skipping 1xx responses (within the deadline)."""
+        import asyncio
+        import io
+
+        while True:
+            try:
+                head = await self._wait(self._reader.readuntil(b"\r\n\r\n"))
+            except asyncio.IncompleteReadError:
+                error = APIConnectionError("the server closed the connection before responding")
+                error.retryable = True  # type: ignore[attr-defined]
+                raise error from None
+            except asyncio.LimitOverrunError:
+                raise ProtocolError("the response head is larger than %d bytes" % _READ_SIZE) from None
+            self._note(len(head))
+            status_line, _, rest = head.partition(b"\r\n")
+            parts = status_line.decode("latin-1").split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+                raise ProtocolError("the server did not answer with valid HTTP: %r" % _clip(status_line, 80))
+            self.status = int(parts[1])
+            self.reason = parts[2] if len(parts) > 2 else ""
+            if not 100 <= self.status < 200:
+                break
+        message = http.client.parse_headers(io.BytesIO(rest))
+        self.headers = {name.lower(): value for name, value in message.items()}
+        self.content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
+        chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length", "").strip()
+        sized = int(length) if length.isdigit() and not chunked else None
+        self._framer = _BodyFramer(chunked, sized)
+
+    def _note(self, count: int) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = time.monotonic()
+        self.bytes += count
+
+    async def pieces(self) -> Any:
+        """The body, piece by piece as it arrives (an async iterator)."""
+        framer = self._framer
+        inflater = _Inflater.for_encoding(self.headers.get("content-encoding", ""))
+        while not framer.complete:
+            data = await self._wait(self._reader.read(framer.wanted()))
+            if not data:
+                framer.eof()
+                return
+            self._note(len(data))
+            payload = framer.feed(data)
+            if payload:
+                for piece in [payload] if inflater is None else inflater.feed(payload):
+                    yield piece
+
+    async def read_bounded(self, limit: int) -> bytes:
+        out = bytearray()
+        try:
+            async for piece in self.pieces():
+                out += piece
+                if len(out) >= limit:
+                    del out[limit:]
+                    break
+        except (StreamliteError, OSError):
+            pass
+        return bytes(out)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: " + host]
+    lines += ["%s: %s" % item for item in headers.items()]
+    lines += ["Content-Length: %d" % length, "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1", "strict")
+
+
+def _host_header(endpoint: _Endpoint) -> str:
+    host = "[%s]" % endpoint.host if ":" in endpoint.host else endpoint.host
+    default = 443 if endpoint.scheme == "https" else 80
+    return host if endpoint.port == default else "%s:%d" % (host, endpoint.port)
+
+
+async def _async_open(
+    transport: _Transport,
+    endpoint: _Endpoint,
+    headers: Dict[str, str],
+    body: bytes,
+    deadline: Optional[float],
+    on_retry: Callable[[], None],
+) -> _AsyncResponse:
+    """The async twin of _Transport.open: same retry policy, asyncio streams for the bytes."""
+    import asyncio
+
+    attempt = 0
+    while True:
+        try:
+            response = await _async_exchange(transport, endpoint, headers, body, deadline)
+            if 200 <= response.status < 300:
+                return response
+            try:
+                data = await response.read_bounded(MAX_ERROR_BODY_BYTES)
+            finally:
+                response.close()
+            error: StreamliteError = _error_from_body(response.status, response.reason, response.headers, data)
+        except APIConnectionError as exc:
+            error = exc
+        await asyncio.sleep(transport.retry_delay(error, attempt, deadline))
+        attempt += 1
+        on_retry()
+
+
+async def _async_exchange(
+    transport: _Transport, endpoint: _Endpoint, headers: Dict[str, str], body: bytes, deadline: Optional[float]
+) -> _AsyncResponse:
+    import asyncio
+
+    proxy = transport.proxy_for(endpoint)
+    budget = _Budget(transport.read_timeout, deadline)
+    connect_timeout = transport.connect_timeout
+    if deadline is not None:
+        connect_timeout = max(0.001, min(connect_timeout, deadline - time.monotonic()))
+    tls = transport.context() if endpoint.scheme == "https" else None
+    try:
+        if proxy is None:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls, limit=_READ_SIZE), connect_timeout
+            )
+        else:
+            reader, writer = await asyncio.wait_for(
+                _async_proxy_connect(proxy, endpoint, tls), connect_timeout
+            )
+    except asyncio.TimeoutError as exc:
+        raise transport.connect_error(TimeoutError(str(exc)), endpoint, proxy) from None
+    except OSError as exc:
+        raise transport.connect_error(exc, endpoint, proxy) from None
+    response = _AsyncResponse(reader, writer, budget)
+    target = endpoint.target
+    if proxy is not None and tls is None:
+        target = endpoint.origin + target
+        headers = dict(headers, **proxy.headers)
+    try:
+        writer.write(_request_head("POST", target, _host_header(endpoint), headers, len(body)) + body)
+        await response._wait(writer.drain())
+        await response.read_head()
+    except BaseException as exc:
+        writer.close()
+        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
+            raise _translate_request_error(exc) from None
+        raise
+    return response
+
+
+async def _async_proxy_connect(proxy: _Proxy, endpoint: _Endpoint, tls: Any) -> Tuple[Any, Any]:
+    """Connect to an http:// proxy; for an https target, open a CONNECT tunnel and start TLS."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
+    if tls is None:
+        return reader, writer
+    if not hasattr(writer, "start_tls"):
+        writer.close()
+        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
+    authority = "%s:%d" % (_host_header(endpoint).split(":")[0] if ":" not in endpoint.host else "[%s]" % endpoint.host, endpoint.port)
+    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
+    lines += ["%s: %s" % item for item in proxy.headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = await reader.readuntil(b"\r\n\r\n")
+    parts = head.split(None, 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
+    if status != 200:
+        writer.close()
+        raise OSError("Tunnel connection failed: %d" % status)
+    await writer.start_tls(tls, server_hostname=endpoint.host)
+    return reader, writer
 
 
 ###############################################################################
@@ -2166,7 +2403,8 @@ class Client:
             verify=bool(verify),
             proxy=proxy,
         )
-        self._secrets = [s for s in (self._api_key, getattr(self._transport.proxy, "secret", None)) if s]
+        # scrubbed from error text a server might echo; too short a string would mangle words
+        self._secrets = [s for s in (self._api_key, getattr(self._transport.proxy, "secret", None)) if s and len(s) >= 8]
 
     def __repr__(self) -> str:
         return "Client(base_url=%r)" % (self.base_url,)
@@ -2264,13 +2502,167 @@ class Client:
             except APIError as exc:
                 if not _rejects_stream_options(exc, payload):
                     raise
-            payload = dict(payload)
-            del payload["stream_options"]
-            state.accumulator.warnings.append(
-                "the server rejected stream_options; the request was sent again without it, so "
-                "usage may be missing"
-            )
+            payload = _without_stream_options(payload, state)
             return self._transport.open(endpoint, headers, _encode(payload), deadline, state.note_retry)
+        except StreamliteError as exc:
+            _scrub(exc, self._secrets)
+            raise
+
+
+class AsyncStream:
+    """The asyncio twin of Stream: an async iterator of deltas and an async context manager.
+
+    The connection opens on `async with` (or the first `async for` step). Cancelling the task,
+    leaving the loop or the block, or aclose() closes the connection.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        payload: Dict[str, Any],
+        accumulate: bool,
+    ) -> None:
+        self._client = client
+        self._request = (endpoint, headers, payload)
+        self._state = _StreamState("", client.max_event_bytes, accumulate, None, client.think_tags)
+        self._response: Optional[_AsyncResponse] = None
+        self._iterator: Optional[Any] = None
+
+    async def _open(self) -> None:
+        if self._iterator is not None:
+            return
+        state = self._state
+        endpoint, headers, payload = self._request
+        total = self._client.total_timeout
+        deadline = state.started + total if total else None
+        self._response = await self._client._aopen(endpoint, headers, payload, deadline, state)
+        state.content_type = self._response.content_type
+        self._iterator = self._run()
+
+    async def __aenter__(self) -> AsyncStream:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Delta:
+        await self._open()
+        return await self._iterator.__anext__()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent)."""
+        iterator = self._iterator
+        if iterator is not None:
+            await iterator.aclose()
+        self._finish()
+
+    def __del__(self) -> None:
+        if getattr(self, "_response", None) is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        response = self._response
+        if response is not None:
+            self._response = None
+            self._state.bytes = response.bytes
+            self._state.first_byte = response.first_byte_at
+            if self._state.ended_at is None:
+                self._state.ended_at = time.monotonic()
+            response.close()
+
+    @property
+    def completion(self) -> Completion:
+        """The Completion so far (complete once the stream has ended)."""
+        return self._state.completion()
+
+    @property
+    def stats(self) -> Stats:
+        return self._state.stats()
+
+    @property
+    def last_chunk(self) -> Optional[Dict[str, Any]]:
+        return self._state.last_chunk
+
+    async def _run(self) -> Any:
+        response = self._response
+        state = self._state
+        assert response is not None
+        try:
+            if state.is_json:
+                for delta in state.whole_json(await response.read_bounded(state.max_event_bytes + 1)):
+                    yield delta
+            else:
+                async for piece in response.pieces():
+                    for delta in state.feed(piece):
+                        yield delta
+                    if state.error is not None or state.done:
+                        break
+                else:
+                    for delta in state.flush():
+                        yield delta
+                    state.end()
+                if state.done:
+                    for delta in state.flush():
+                        yield delta
+            if state.error is not None:
+                raise state.error
+        except StreamliteError as exc:
+            raise state.attach_partial(exc)
+        except OSError as exc:
+            error = APIConnectionError("the connection broke during the stream: %s" % (exc.strerror or exc))
+            raise state.attach_partial(error) from None
+        finally:
+            self._finish()
+
+
+class AsyncClient(Client):
+    """The asyncio client: the same options as Client, with astream() and acomplete()."""
+
+    def astream(
+        self,
+        messages: Messages,
+        *,
+        model: Optional[str] = None,
+        system: Optional[str] = None,
+        accumulate: bool = True,
+        **body: Any,
+    ) -> AsyncStream:
+        """Return an AsyncStream: `async with client.astream(...) as s: async for delta in s:`."""
+        endpoint = _endpoint(self.base_url, azure=self.azure, model=model, api_version=self.api_version)
+        payload = self._payload(messages, model, system, body)
+        return AsyncStream(self, endpoint, self._request_headers(), payload, accumulate)
+
+    async def acomplete(
+        self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None, **body: Any
+    ) -> Completion:
+        """Stream a chat completion to its end and return the Completion."""
+        async with self.astream(messages, model=model, system=system, **body) as stream:
+            async for _ in stream:
+                pass
+        return stream.completion
+
+    async def _aopen(
+        self,
+        endpoint: _Endpoint,
+        headers: Dict[str, str],
+        payload: Dict[str, Any],
+        deadline: Optional[float],
+        state: _StreamState,
+    ) -> _AsyncResponse:
+        try:
+            try:
+                return await _async_open(self._transport, endpoint, headers, _encode(payload), deadline, state.note_retry)
+            except APIError as exc:
+                if not _rejects_stream_options(exc, payload):
+                    raise
+            payload = _without_stream_options(payload, state)
+            return await _async_open(self._transport, endpoint, headers, _encode(payload), deadline, state.note_retry)
         except StreamliteError as exc:
             _scrub(exc, self._secrets)
             raise
@@ -2281,6 +2673,14 @@ def _encode(payload: Mapping[str, Any]) -> bytes:
         return json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ConfigError("the request body cannot be encoded as JSON: %s" % exc) from None
+
+
+def _without_stream_options(payload: Dict[str, Any], state: _StreamState) -> Dict[str, Any]:
+    state.accumulator.warnings.append(
+        "the server rejected stream_options; the request was sent again without it, so usage "
+        "may be missing"
+    )
+    return {key: value for key, value in payload.items() if key != "stream_options"}
 
 
 def _rejects_stream_options(error: APIError, payload: Mapping[str, Any]) -> bool:
