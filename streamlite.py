@@ -1985,7 +1985,10 @@ class _StreamState:
         return self.content_type == "application/json"
 
     def feed(self, piece: bytes) -> List[Delta]:
-        """Decode one piece of an event stream; return its deltas (check `error`, `done`)."""
+        """Decode one piece of an event stream; return its deltas (check `error`, `done`).
+
+        The caller passes each delta to add() as it hands it out, so the Completion always
+        holds exactly what the caller has been given."""
         if self.tap is not None:
             self.tap(piece)
         if self.first_piece:
@@ -1999,22 +2002,26 @@ class _StreamState:
         loads = json.loads
         for event in events:
             data = event.data
-            if event.event != "message":
-                chunk = self._named_event(event)
-                if chunk is None:
-                    continue
-            elif data[:6] == "[DONE]":
-                self.done = True
+            try:
+                if event.event != "message":
+                    chunk = self._named_event(event)
+                    if chunk is None:
+                        continue
+                elif data[:6] == "[DONE]":
+                    self.done = True
+                    break
+                else:
+                    try:
+                        chunk = loads(data)
+                    except ValueError as exc:
+                        raise ProtocolError(
+                            "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
+                        ) from None
+                    if type(chunk) is not dict:
+                        raise _non_object_error(chunk, self.events)
+            except StreamliteError as exc:  # raised once the deltas before it are handed out
+                self.error = exc
                 break
-            else:
-                try:
-                    chunk = loads(data)
-                except ValueError as exc:
-                    raise ProtocolError(
-                        "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
-                    ) from None
-                if type(chunk) is not dict:
-                    raise _non_object_error(chunk, self.events)
             self._add_chunk(chunk, out)
             if self.error is not None:
                 break
@@ -2022,10 +2029,7 @@ class _StreamState:
 
     def flush(self) -> List[Delta]:
         """Deltas held back by the chunk decoder, handed out when the stream ends."""
-        deltas = self.chunks.flush()
-        for delta in deltas:
-            self.add(delta)
-        return deltas
+        return self.chunks.flush()
 
     def end(self) -> None:
         """The body ended: raise if the stream was cut off (no [DONE], no finish reason)."""
@@ -2057,7 +2061,7 @@ class _StreamState:
         self._note_events(1)
         out: List[Delta] = []
         self._add_chunk(chunk, out)
-        if self.error is None and not self.accumulator.finished:
+        if self.error is None and not any(type(delta) is Finish for delta in out):
             self.error = APIConnectionError("the JSON response has no finish reason")
         return out
 
@@ -2065,10 +2069,8 @@ class _StreamState:
         self.last_chunk = chunk
         deltas = self.chunks.decode(chunk)
         self.accumulator.add_chunk_info(chunk)
-        add = self.add
-        for delta in deltas:
-            add(delta)
-            if self.first_content is None:
+        if self.first_content is None:
+            for delta in deltas:
                 self._note_first_token(delta)
         out += deltas
         if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
@@ -2199,6 +2201,9 @@ class Stream:
 
     def close(self) -> None:
         """Close the connection (idempotent). The Completion so far stays readable."""
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and not iterator.gi_running:
+            iterator.close()  # later next() calls end the iteration
         response = self._response
         if response is not None:
             self._response = None
@@ -2251,21 +2256,24 @@ class Stream:
         state = self._state
         assert response is not None
         try:
+            add = state.add
             if state.is_json:
-                yield from state.whole_json(response.read_bounded(state.max_event_bytes + 1))
+                for delta in state.whole_json(response.read_bounded(state.max_event_bytes + 1)):
+                    add(delta)
+                    yield delta
             else:
                 feed = state.feed
                 for piece in response.pieces():
-                    deltas = feed(piece)
-                    if deltas:
-                        yield from deltas
+                    for delta in feed(piece):
+                        add(delta)
+                        yield delta
                     if state.error is not None or state.done:
                         break
-                else:
-                    yield from state.flush()
+                for delta in state.flush():
+                    add(delta)
+                    yield delta
+                if state.error is None and not state.done:
                     state.end()
-                if state.done:
-                    yield from state.flush()
             if state.error is not None:
                 raise state.error
         except StreamliteError as exc:
@@ -2594,22 +2602,23 @@ class AsyncStream:
         state = self._state
         assert response is not None
         try:
+            add = state.add
             if state.is_json:
                 for delta in state.whole_json(await response.read_bounded(state.max_event_bytes + 1)):
+                    add(delta)
                     yield delta
             else:
                 async for piece in response.pieces():
                     for delta in state.feed(piece):
+                        add(delta)
                         yield delta
                     if state.error is not None or state.done:
                         break
-                else:
-                    for delta in state.flush():
-                        yield delta
+                for delta in state.flush():
+                    add(delta)
+                    yield delta
+                if state.error is None and not state.done:
                     state.end()
-                if state.done:
-                    for delta in state.flush():
-                        yield delta
             if state.error is not None:
                 raise state.error
         except StreamliteError as exc:
