@@ -102,3 +102,18 @@ def test_async_client_against_local_server(server):
         return [r.content for r in results]
 
     assert asyncio.run(run()) == [reply_for([])] * 8
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("stream_text", reply_for([])),
+    ("reasoning", "[thinking]"),
+    ("collect", "finish_reason: stop"),
+    ("usage", "reasoning 13"),
+    ("tool_calls", "search({'query': 'lighthouse stories'})"),
+    ("offline_replay", "Paris is the capital of France"),
+])
+def test_examples_run_against_the_local_server(name, expected):
+    result = subprocess.run([sys.executable, "examples/%s.py" % name], cwd=str(ROOT), env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
