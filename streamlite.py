@@ -1225,7 +1225,9 @@ class _TimedSocket:
             raise self.reader.budget.expired() from None
 
     def close(self) -> None:
-        self._sock.close()
+        # http.client closes its socket as soon as it sees "Connection: close", while the body
+        # is still to be read through our reader; the real close is _Response.close()'s job.
+        pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -1431,8 +1433,9 @@ class _Response:
     def close(self) -> None:
         try:
             self._response.close()
-        finally:
             self._connection.close()
+        finally:
+            self.reader.sock.close()
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
@@ -1605,6 +1608,7 @@ class _Transport:
     ) -> _Response:
         proxy = self.proxy_for(endpoint)
         connection = self._connection(endpoint, proxy, deadline)
+        reader = None
         try:
             self._connect(connection, endpoint, proxy)
             reader = _TimedReader(connection.sock, _Budget(self.read_timeout, deadline))
@@ -1617,6 +1621,8 @@ class _Transport:
             response = connection.getresponse()
         except BaseException as exc:
             connection.close()
+            if reader is not None:
+                reader.sock.close()
             if isinstance(exc, StreamliteError) or not isinstance(exc, (OSError, http.client.HTTPException)):
                 raise
             raise _translate_request_error(exc) from None

@@ -117,3 +117,9 @@ def test_examples_run_against_the_local_server(name, expected):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
+
+
+def test_close_delimited_body_streams_to_the_end():
+    with ChatServer(chunked=False) as close_delimited:
+        result = streamlite.Client(close_delimited.url, "sk-test").complete("hi")
+    assert result.content == reply_for([]) and result.usage is not None
