@@ -1377,9 +1377,9 @@ class _BodyFramer:
         """The connection closed: fine for a close-delimited body, else the body was cut."""
         if self._chunks is not None and not self._chunks.done:
             raise APIConnectionError("the connection closed in the middle of the chunked body")
-        if self.left is not None and self.left > 0:
+        if self.left is not None and self.left > 0 and self.length is not None:
             raise APIConnectionError(
-                "the connection closed after %d of %d body bytes" % (self.length - self.left, self.length)  # type: ignore[operator]
+                "the connection closed after %d of %d body bytes" % (self.length - self.left, self.length)
             )
 
 
@@ -1612,7 +1612,7 @@ class _Transport:
         try:
             self._connect(connection, endpoint, proxy)
             reader = _TimedReader(connection.sock, _Budget(self.read_timeout, deadline))
-            connection.sock = _TimedSocket(connection.sock, reader)  # type: ignore[assignment]
+            connection.sock = _TimedSocket(connection.sock, reader)
             target = endpoint.target
             if proxy is not None and endpoint.scheme == "http":
                 target = endpoint.origin + target  # absolute-form, to a forwarding proxy
@@ -1713,7 +1713,7 @@ def _backoff(attempt: int) -> float:
     """Exponential backoff with jitter: 0.5 s doubling, capped at 8 s."""
     import random
 
-    return min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 4)
+    return float(min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 4))
 
 
 class _AsyncResponse:
@@ -2567,7 +2567,9 @@ class AsyncStream:
 
     async def __anext__(self) -> Delta:
         await self._open()
-        return await self._iterator.__anext__()  # type: ignore[union-attr]
+        assert self._iterator is not None
+        delta: Delta = await self._iterator.__anext__()
+        return delta
 
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
