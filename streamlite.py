@@ -2113,8 +2113,8 @@ class _StreamState:
         self.last_event_at: Optional[float] = None
         self.first_reasoning: Optional[float] = None
         self.first_content: Optional[float] = None
-        self.first_byte: Optional[float] = None
-        self.bytes = 0
+        self.counters: Any = None  # the response's byte counter: .bytes, .first_byte_at
+        self.secrets: Sequence[str] = ()  # scrubbed from the text of errors raised here
         self.ended_at: Optional[float] = None
 
     @property
@@ -2262,17 +2262,18 @@ class _StreamState:
         start = self.started
         end = self.ended_at if self.ended_at is not None else time.monotonic()
         usage = self.accumulator.usage
+        counters = self.counters
 
         def since(moment: Optional[float]) -> Optional[float]:
             return None if moment is None else moment - start
 
         return Stats(
-            since(self.first_byte),
+            since(counters.first_byte_at if counters is not None else None),
             since(self.first_reasoning),
             since(self.first_content),
             end - start,
             self.events,
-            self.bytes,
+            counters.bytes if counters is not None else 0,
             self.retries,
             self.gaps.percentile(0.5),
             self.gaps.percentile(0.95),
@@ -2284,8 +2285,10 @@ class _StreamState:
         return self.accumulator.result(self.stats())
 
     def attach_partial(self, error: StreamliteError) -> StreamliteError:
+        """The error to raise: with the Completion so far, and without secrets a server echoed."""
         if error.partial is None:
             error.partial = self.completion()
+        _scrub(error, self.secrets)
         return error
 
     def note_retry(self) -> None:
@@ -2314,8 +2317,10 @@ class Stream:
         self._state = state = _StreamState("", client.max_event_bytes, accumulate, tap, client.think_tags)
         total = client.total_timeout
         deadline = state.started + total if total else None
+        state.secrets = client._secrets
         self._response = client._open(endpoint, headers, payload, deadline, state)
         state.content_type = self._response.content_type
+        state.counters = self._response.reader
         self._iterator = self._run()
 
     def __iter__(self) -> Iterator[Delta]:
@@ -2346,27 +2351,18 @@ class Stream:
         response = self._response
         if response is not None:
             self._response = None
-            self._read_counters(response)
             if self._state.ended_at is None:
                 self._state.ended_at = time.monotonic()
             response.close()
 
-    def _read_counters(self, response: _Response) -> None:
-        self._state.bytes = response.reader.bytes
-        self._state.first_byte = response.reader.first_byte_at
-
     @property
     def completion(self) -> Completion:
         """The Completion so far (complete once the stream has ended)."""
-        if self._response is not None:
-            self._read_counters(self._response)
         return self._state.completion()
 
     @property
     def stats(self) -> Stats:
         """Timings of this stream so far."""
-        if self._response is not None:
-            self._read_counters(self._response)
         return self._state.stats()
 
     @property
@@ -2698,8 +2694,10 @@ class AsyncStream:
         endpoint, headers, payload = self._request
         total = self._client.total_timeout
         deadline = state.started + total if total else None
+        state.secrets = self._client._secrets
         self._response = await self._client._aopen(endpoint, headers, payload, deadline, state)
         state.content_type = self._response.content_type
+        state.counters = self._response
         self._iterator = self._run()
 
     async def __aenter__(self) -> AsyncStream:
@@ -2733,8 +2731,6 @@ class AsyncStream:
         response = self._response
         if response is not None:
             self._response = None
-            self._state.bytes = response.bytes
-            self._state.first_byte = response.first_byte_at
             if self._state.ended_at is None:
                 self._state.ended_at = time.monotonic()
             response.close()
@@ -2858,16 +2854,22 @@ def _scrub(error: StreamliteError, secrets: Sequence[str]) -> None:
     """Remove secrets from an error's text, in case a server echoed them back."""
     if not secrets:
         return
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
     for name in ("message", "body"):
         value = getattr(error, name, None)
         if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, "[redacted]")
-            setattr(error, name, value)
+            setattr(error, name, clean(value))
         elif value is not None and any(secret in json.dumps(value) for secret in secrets):
             setattr(error, name, "[redacted: the body contained a secret]")
     if isinstance(error, APIError):
         error.args = (error._render(),)
+    else:
+        error.args = tuple(clean(arg) if isinstance(arg, str) else arg for arg in error.args)
 
 
 def _split_options(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:

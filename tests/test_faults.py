@@ -796,3 +796,41 @@ def test_16_threads_stream_concurrently_with_content_intact():
     for number in range(threads):
         expected = "".join("thread-%d:%d " % (number, i) for i in range(pieces))
         assert results[number].content == expected and results[number].finish_reason == "stop"
+
+
+# Secrets echoed inside a 200 body, and the partial's counters ##################
+
+
+@pytest.mark.parametrize("ctype, body", [
+    ("text/event-stream", delta("so far") + sse({"error": {"message": "Incorrect API key provided: " + KEY}})),
+    ("text/event-stream", delta("so far") + b"data: {not json " + KEY.encode() + b"}\n\n"),
+    ("application/json", json.dumps({"error": {"message": "Incorrect API key provided: " + KEY}}).encode()),
+])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_key_echoed_in_the_body_of_a_200_is_redacted(ctype, body, mode):
+    with FaultServer([send(response(body, ctype=ctype))]) as server:
+        if mode == "sync":
+            error, _ = failing(lambda: client(server).complete("hi"), streamlite.StreamliteError)
+        else:
+            async_client = streamlite.AsyncClient(server.url, KEY, max_retries=0, read_timeout=2.0)
+            error, _ = failing(lambda: __import__("asyncio").run(async_client.acomplete("hi")),
+                               streamlite.StreamliteError)
+    assert "[redacted]" in str(error)
+    assert_clean(error)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_partial_counts_the_bytes_that_arrived(mode):
+    sent = head() + delta("abc")
+    with FaultServer([send(sent), reset()]) as server:
+        if mode == "sync":
+            error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIConnectionError)
+        else:
+            async_client = streamlite.AsyncClient(server.url, KEY, max_retries=0, read_timeout=2.0)
+            error, _ = failing(lambda: __import__("asyncio").run(async_client.acomplete("hi")),
+                               streamlite.APIConnectionError)
+    stats = error.partial.stats
+    assert error.partial.content == "abc"
+    assert stats.bytes == len(sent) and stats.events == 1
+    assert stats.time_to_first_byte is not None and 0 <= stats.time_to_first_byte <= stats.duration
+    assert_clean(error)
