@@ -1239,9 +1239,13 @@ class _TimedReader:
         self.budget = budget
         self.bytes = 0
         self.first_byte_at: Optional[float] = None
+        self._timeout: Optional[float] = None  # the socket's, changed only when it must be
 
     def recv(self, size: int = 65536) -> bytes:
-        self.sock.settimeout(self.budget.timeout())
+        timeout = self.budget.timeout()
+        if timeout != self._timeout:  # settimeout() costs two system calls
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
         try:
             data = self.sock.recv(size)
         except socket.timeout:
@@ -1253,7 +1257,8 @@ class _TimedReader:
         return data
 
     def sendall(self, data: bytes) -> None:
-        self.sock.settimeout(self.budget.timeout())
+        self._timeout = self.budget.timeout()
+        self.sock.settimeout(self._timeout)
         try:
             self.sock.sendall(data)
         except socket.timeout:
@@ -3108,6 +3113,10 @@ class _Printer:
             self.write("\n", to_err=True)
 
 
+class _OutputClosed(Exception):
+    """The reader of stdout went away (`| head -1`) while the stream was writing to it."""
+
+
 def _exit_code(error: StreamliteError) -> int:
     if isinstance(error, APITimeoutError):
         return EXIT_TIMEOUT
@@ -3136,7 +3145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         printer.end_line()
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except (BrokenPipeError, _OutputClosed):
         try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
@@ -3148,9 +3157,13 @@ def _run_cli(args: Any, printer: _Printer) -> int:
     prompt = _prompt(args.prompt)
     if prompt is None:
         raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
+    api_key = os.environ.get(args.api_key_env, "")
+    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
+        # named on purpose but unset: never fall back to another variable's key
+        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
     client = Client(
         args.base_url,
-        os.environ.get(args.api_key_env) or None,
+        api_key,
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
         total_timeout=args.total_timeout,
@@ -3170,8 +3183,11 @@ def _run_cli(args: Any, printer: _Printer) -> int:
         raw_out = sys.stdout.buffer
 
         def tap(piece: bytes) -> None:
-            raw_out.write(piece)
-            raw_out.flush()
+            try:
+                raw_out.write(piece)
+                raw_out.flush()
+            except BrokenPipeError:
+                raise _OutputClosed() from None  # not an OSError: the stream must not see it
 
     stream = client._stream(prompt, args.model, args.system, True, body, tap)
     with stream:

@@ -1,0 +1,968 @@
+"""The command line as a user drives it from a shell: every flag, prompt source and output mode.
+
+Requests go to servers on 127.0.0.1 (ports from the OS): a small recording server defined here
+(keeps each request's JSON body and headers, answers a fixed event stream) and the example
+ChatServer for reasoning, tool calls, long and paced streams. The CLI runs both in-process
+(`streamlite.main([...])`) and as a real process (`python streamlite.py`, `python -m streamlite`).
+"""
+
+import contextlib
+import io
+import json
+import os
+import pathlib
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+import streamlite
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+from server import REASONING, ChatServer, arguments_for, bench_content, reply_for  # noqa: E402
+
+STORY = reply_for([])
+KEY = "sk-SENTINEL-flags-5d21c0"
+TIMEOUT = 30  # seconds: the bound on every subprocess and server
+
+# What the recording server answers, byte for byte: a comment, CRLF and LF line ends, an
+# `id:` field, non-ASCII text; sent as HTTP chunks cut at awkward places (inside a UTF-8
+# sequence, inside a line end) so that --raw has something to get wrong.
+SSE_BODY = (
+    b": keep-alive\r\n\r\n"
+    b'data: {"id":"rec-1","object":"chat.completion.chunk","model":"rec-model","choices":'
+    b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\r\n\r\n'
+    b'id: 7\ndata: {"choices":[{"index":0,"delta":{"reasoning_content":"Pondering."}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":" w\xc3\xb6rld"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}\n\n'
+    b"data: [DONE]\n\n"
+)
+SSE_CONTENT = "Hello w\u00f6rld"
+SSE_REASONING = "Pondering."
+
+
+def _pieces(body):
+    """SSE_BODY cut at awkward places: mid line end, mid UTF-8 sequence, mid JSON."""
+    cuts = sorted({1, body.index(b"\r\n") + 1, body.index(b"\xc3") + 1, len(body) // 2, len(body) - 3})
+    return [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 that records every POST and answers SSE_BODY.
+
+    `requests` holds dicts with `path`, `headers` (names lower-cased) and `body` (the parsed
+    JSON). It serves until stop() or TIMEOUT seconds, whichever comes first.
+    """
+
+    def __init__(self, body=SSE_BODY, fail_first=0):
+        recorder = self
+        self.requests = []
+        self.body = body
+        self.fail_first = fail_first  # answer this many requests with a 503 first
+        self.sent = []  # bytes written on each connection, status line to the last chunk
+
+        class Counting:
+            def __init__(self, wfile):
+                self.wfile, self.count = wfile, 0
+
+            def write(self, data):
+                self.count += len(data)
+                return self.wfile.write(data)
+
+            def __getattr__(self, name):  # flush, close, closed...
+                return getattr(self.wfile, name)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = TIMEOUT
+
+            def setup(self):
+                super().setup()
+                self.wfile = Counting(self.wfile)
+                recorder.sent.append(self.wfile)
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.requests.append({
+                    "path": self.path,
+                    "headers": {name.lower(): value for name, value in self.headers.items()},
+                    "body": json.loads(raw),
+                })
+                if len(recorder.requests) <= recorder.fail_first:
+                    error = b'{"error":{"message":"busy","type":"server_error"}}'
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.send_header("retry-after-ms", "10")
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                chunks = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in _pieces(recorder.body)]
+                chunks[-1] += b"0\r\n\r\n"  # the last chunk and the end of the body in one write
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.timeout = 0.05
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/v1" % self._server.server_address[1]
+
+    def _serve(self):
+        deadline = time.monotonic() + TIMEOUT
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self._server.handle_request()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stopping.set()
+        self._thread.join(TIMEOUT)
+        self._server.server_close()
+
+    @property
+    def last(self):
+        assert len(self.requests) >= 1, "the server received no request"
+        return self.requests[-1]
+
+
+def _clean_env(**extra):
+    """The environment without anything that would steer the CLI: keys, URLs, model, proxies, colour,
+    and PYTHONUNBUFFERED (a user's shell has block-buffered pipes; the CLI must flush by itself)."""
+    drop = ("OPENAI_", "AZURE_", "STREAMLITE_")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(drop) and "PROXY" not in k.upper() and k not in ("NO_COLOR", "TERM", "PYTHONUNBUFFERED")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """In-process: the same clean environment, and a stdin that is neither a pipe nor a file."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "AZURE_", "STREAMLITE_")) or "PROXY" in name.upper() or name in ("NO_COLOR", "TERM"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no fileno: like a terminal (even under pytest -s)
+    return monkeypatch
+
+
+@pytest.fixture
+def recorder():
+    with Recorder() as rec:
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def chat():
+    with ChatServer() as srv:
+        yield srv
+
+
+def _run(*args, stdin=subprocess.DEVNULL, input=None, env=None, module=False, timeout=TIMEOUT):
+    """Run the CLI as a process from the project root; text output."""
+    cmd = [sys.executable, "-m", "streamlite"] if module else [sys.executable, "streamlite.py"]
+    kwargs = {"input": input} if input is not None else {"stdin": stdin}
+    return subprocess.run(cmd + list(args), cwd=str(ROOT), env=_clean_env() if env is None else env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@contextlib.contextmanager
+def _swapped(name, stream):
+    """sys.<name> replaced for the block only (not by monkeypatch: capsys must restore its own first)."""
+    saved = getattr(sys, name)
+    setattr(sys, name, stream)
+    try:
+        yield stream
+    finally:
+        setattr(sys, name, saved)
+
+
+def _main(capsys, *argv):
+    code = streamlite.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Every flag reaches the request
+# ---------------------------------------------------------------------------------------------
+
+
+def test_defaults_request_shape(env, recorder, capsys):
+    code, out, err = _main(capsys, "--base-url", recorder.url, "hello", "world")
+    assert code == 0, err
+    assert out == SSE_CONTENT + "\n"
+    request = recorder.last
+    assert request["path"] == "/v1/chat/completions"
+    body = request["body"]
+    assert body["messages"] == [{"role": "user", "content": "hello world"}]
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert "model" not in body and "temperature" not in body and "max_tokens" not in body
+    assert "authorization" not in request["headers"]
+    assert request["headers"]["accept"] == "text/event-stream"
+
+
+@pytest.mark.parametrize("flags, environ, model", [
+    (["-m", "short-model"], {}, "short-model"),
+    (["--model", "long-model"], {}, "long-model"),
+    ([], {"STREAMLITE_MODEL": "env-model"}, "env-model"),
+    (["-m", "flag-wins"], {"STREAMLITE_MODEL": "env-model"}, "flag-wins"),
+])
+def test_model_from_flag_or_environment(env, recorder, capsys, flags, environ, model):
+    for name, value in environ.items():
+        env.setenv(name, value)
+    code, _, err = _main(capsys, "--base-url", recorder.url, *flags, "hi")
+    assert code == 0, err
+    assert recorder.last["body"]["model"] == model
+
+
+def test_model_from_environment_in_a_process(recorder):
+    result = _run("--base-url", recorder.url, "hi", env=_clean_env(STREAMLITE_MODEL="proc-model"))
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["body"]["model"] == "proc-model"
+
+
+@pytest.mark.parametrize("flag", ["-s", "--system"])
+def test_system_message_comes_first(env, recorder, capsys, flag):
+    code, _, err = _main(capsys, "--base-url", recorder.url, flag, "Be terse.", "Why?")
+    assert code == 0, err
+    assert recorder.last["body"]["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Why?"},
+    ]
+
+
+def test_base_url_flag_beats_environment(env, recorder, capsys):
+    env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # discard port: nothing answers
+    code, out, err = _main(capsys, "--base-url", recorder.url, "--max-retries", "0", "hi")
+    assert code == 0, err
+    assert out == SSE_CONTENT + "\n" and len(recorder.requests) == 1
+
+
+def test_base_url_from_environment(env, recorder, capsys):
+    env.setenv("OPENAI_BASE_URL", recorder.url)
+    code, out, err = _main(capsys, "hi")
+    assert code == 0, err
+    assert out == SSE_CONTENT + "\n" and recorder.last["path"] == "/v1/chat/completions"
+
+
+def test_key_from_openai_api_key(recorder):
+    result = _run("--base-url", recorder.url, "hi", env=_clean_env(OPENAI_API_KEY=KEY))
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["headers"]["authorization"] == "Bearer " + KEY
+    assert KEY not in result.stdout + result.stderr
+
+
+def test_key_from_api_key_env(recorder):
+    other = "sk-other-provider-key-99"
+    result = _run("--base-url", recorder.url, "--api-key-env", "MY_PROVIDER_KEY", "hi",
+                  env=_clean_env(OPENAI_API_KEY=KEY, MY_PROVIDER_KEY=other), module=True)
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["headers"]["authorization"] == "Bearer " + other
+
+
+def test_unset_api_key_env_never_falls_back_to_the_openai_key(recorder):
+    result = _run("--base-url", recorder.url, "--api-key-env", "GROQ_API_KEY", "hi",
+                  env=_clean_env(OPENAI_API_KEY=KEY, GROQ_API_KEY=""))
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert result.stderr == "streamlite: error: --api-key-env GROQ_API_KEY: that environment variable is not set\n"
+    assert recorder.requests == [] and KEY not in result.stdout + result.stderr
+
+
+def test_key_from_api_key_env_in_process(env, recorder, capsys):
+    env.setenv("GROQ_KEY_FOR_TEST", "gsk-in-process-key")
+    code, _, err = _main(capsys, "--base-url", recorder.url, "--api-key-env", "GROQ_KEY_FOR_TEST", "hi")
+    assert code == 0, err
+    assert recorder.last["headers"]["authorization"] == "Bearer gsk-in-process-key"
+
+
+@pytest.mark.parametrize("flags, field, value", [
+    (["-t", "0.25"], "temperature", 0.25),
+    (["--temperature", "1"], "temperature", 1.0),
+    (["--max-tokens", "17"], "max_tokens", 17),
+])
+def test_sampling_flags(env, recorder, capsys, flags, field, value):
+    code, _, err = _main(capsys, "--base-url", recorder.url, *flags, "hi")
+    assert code == 0, err
+    sent = recorder.last["body"][field]
+    assert sent == value and type(sent) is type(value)
+
+
+def test_extra_fields_json_and_string_fallback(env, recorder, capsys):
+    code, _, err = _main(
+        capsys, "--base-url", recorder.url,
+        "-X", "top_p=0.9",
+        "-X", 'stop=["\\n", "END"]',
+        "-X", 'reasoning_effort="high"',
+        "-X", "user=alice",  # not JSON: sent as the string
+        "-X", "seed=42",
+        "-X", "logprobs=true",
+        "-X", 'metadata={"a": {"b": null}}',
+        "-X", "suffix=a=b",  # only the first = splits
+        "-X", "empty=",  # not JSON either: the empty string
+        "hi",
+    )
+    assert code == 0, err
+    body = recorder.last["body"]
+    assert body["top_p"] == 0.9
+    assert body["stop"] == ["\n", "END"]
+    assert body["reasoning_effort"] == "high"
+    assert body["user"] == "alice"
+    assert body["seed"] == 42 and type(body["seed"]) is int
+    assert body["logprobs"] is True
+    assert body["metadata"] == {"a": {"b": None}}
+    assert body["suffix"] == "a=b"
+    assert body["empty"] == ""
+
+
+def test_extra_field_repeated_last_wins_and_flags_override(env, recorder, capsys):
+    code, _, err = _main(capsys, "--base-url", recorder.url, "-X", "top_p=0.1", "-X", "top_p=0.2",
+                         "-X", "temperature=2", "-t", "0.5", "hi")
+    assert code == 0, err
+    body = recorder.last["body"]
+    assert body["top_p"] == 0.2 and body["temperature"] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=5", ""])
+def test_bad_extra_field_is_a_usage_error(bad):
+    result = _run("-X", bad, "hi", env=_clean_env(OPENAI_BASE_URL="http://127.0.0.1:9/v1"))
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert "-X takes KEY=VALUE" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_extra_field_in_process(env, capsys):
+    with pytest.raises(SystemExit) as info:
+        streamlite.main(["-X", "oops", "hi"])
+    assert info.value.code == streamlite.EXIT_USAGE
+    assert "-X takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_no_usage_drops_stream_options(env, recorder, capsys):
+    code, _, err = _main(capsys, "--base-url", recorder.url, "--no-usage", "hi")
+    assert code == 0, err
+    body = recorder.last["body"]
+    assert "stream_options" not in body and body["stream"] is True
+
+
+def test_timeout_and_retry_flags_are_accepted(recorder):
+    result = _run("--base-url", recorder.url, "--connect-timeout", "3", "--read-timeout", "4.5",
+                  "--total-timeout", "20", "--max-retries", "0", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SSE_CONTENT + "\n"
+
+
+def test_total_timeout_takes_effect():
+    with ChatServer(pace=0.05, reasoning=False) as slow:  # about 3 s of events
+        start = time.monotonic()
+        result = _run("--base-url", slow.url, "--total-timeout", "0.6", "--max-retries", "0", "hi")
+        elapsed = time.monotonic() - start
+    assert result.returncode == streamlite.EXIT_TIMEOUT, result.stderr
+    assert elapsed < 2.5
+    assert result.stdout and STORY.startswith(result.stdout.rstrip("\n"))
+
+
+@pytest.mark.parametrize("flag", ["--connect-timeout", "--read-timeout", "--total-timeout"])
+def test_non_positive_timeout_is_a_usage_error(env, capsys, flag):
+    code, out, err = _main(capsys, "--base-url", "http://127.0.0.1:9/v1", flag, "0", "hi")
+    assert code == streamlite.EXIT_USAGE
+    assert err.startswith("streamlite: error:") and flag[2:].replace("-", "_") in err and out == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Where the prompt comes from
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prompt_from_arguments_only(recorder):
+    result = _run("--base-url", recorder.url, "Tell", "me  a", "joke")
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["body"]["messages"] == [{"role": "user", "content": "Tell me  a joke"}]
+
+
+def test_prompt_from_piped_stdin_without_arguments(recorder):
+    result = _run("--base-url", recorder.url, input="piped question\nsecond line\n")
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["body"]["messages"][-1]["content"] == "piped question\nsecond line\n"
+
+
+def test_prompt_from_dash_in_process(env, recorder, capsys):
+    env.setattr(sys, "stdin", io.StringIO("from stdin, not a file"))
+    code, _, err = _main(capsys, "--base-url", recorder.url, "-")
+    assert code == 0, err
+    assert recorder.last["body"]["messages"] == [{"role": "user", "content": "from stdin, not a file"}]
+
+
+def test_prompt_from_redirected_file_in_process(env, recorder, capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line one\nline two\n")
+    with open(str(notes)) as handle:
+        env.setattr(sys, "stdin", handle)
+        code, _, err = _main(capsys, "--base-url", recorder.url, "Summarise")
+    assert code == 0, err
+    assert recorder.last["body"]["messages"][-1]["content"] == "Summarise\n\nline one\nline two\n"
+
+
+def test_cat_file_pipe_puts_stdin_after_the_prompt(recorder, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The meeting moved to Tuesday.\nBring the slides.\n")
+    command = 'cat "$NOTES" | "$PY" streamlite.py --base-url "$URL" -m gpt-4.1 summarise'
+    result = subprocess.run(["sh", "-c", command], cwd=str(ROOT), capture_output=True, text=True, timeout=TIMEOUT,
+                            env=_clean_env(NOTES=str(notes), PY=sys.executable, URL=recorder.url))
+    assert result.returncode == 0, result.stderr
+    body = recorder.last["body"]
+    assert body["messages"] == [{"role": "user",
+                                 "content": "summarise\n\nThe meeting moved to Tuesday.\nBring the slides.\n"}]
+    assert body["model"] == "gpt-4.1"
+
+
+def test_dash_with_words_puts_stdin_after_the_prompt(recorder):
+    result = _run("--base-url", recorder.url, "Translate:", "-", input="bonjour", module=True)
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["body"]["messages"][-1]["content"] == "Translate:\n\nbonjour"
+
+
+@pytest.mark.parametrize("args, stdin_text", [
+    ([], None),  # no words, stdin /dev/null
+    ([""], None),  # an empty word
+    (["-"], ""),  # "-" and an empty pipe
+    ([], ""),  # an empty pipe
+])
+def test_no_prompt_is_a_usage_error(recorder, args, stdin_text):
+    result = _run("--base-url", recorder.url, *args, input=stdin_text)
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert result.stderr.startswith("streamlite: error: no prompt") and "Traceback" not in result.stderr
+    assert result.stdout == "" and recorder.requests == []
+
+
+def test_no_prompt_in_process(env, recorder, capsys):
+    code, out, err = _main(capsys, "--base-url", recorder.url)
+    assert code == streamlite.EXIT_USAGE
+    assert "no prompt" in err and out == "" and recorder.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Content, reasoning and colour
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, stdout, stderr", [
+    ([], STORY + "\n", REASONING + "\n"),
+    (["--reasoning", "show"], STORY + "\n", REASONING + "\n"),
+    (["--reasoning", "hide"], STORY + "\n", ""),
+    (["--reasoning", "only"], REASONING + "\n", ""),
+    (["--reasoning", "only", "--color", "always"], REASONING + "\n", ""),  # never escapes on stdout
+    (["--reasoning", "hide", "--color", "always"], STORY + "\n", ""),
+])
+def test_reasoning_modes(chat, flags, stdout, stderr):
+    result = _run("--base-url", chat.url, *flags, "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == stdout
+    assert result.stderr == stderr
+
+
+def test_reasoning_only_prints_no_content_in_process(env, chat, capsys):
+    code, out, err = _main(capsys, "--base-url", chat.url, "--reasoning", "only", "hi")
+    assert code == 0, err
+    assert out == REASONING + "\n" and err == ""
+    assert "lighthouse" not in out
+
+
+class _TtyText(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("flags, environ, tty, dimmed", [
+    (["--color", "always"], {}, False, True),
+    (["--color", "always"], {"NO_COLOR": "1"}, True, True),  # an explicit flag beats NO_COLOR
+    ([], {}, True, True),  # auto on a terminal
+    (["--color", "auto"], {}, False, False),  # auto, not a terminal
+    (["--color", "never"], {}, True, False),
+    ([], {"NO_COLOR": "1"}, True, False),
+    ([], {"TERM": "dumb"}, True, False),
+])
+def test_color_of_reasoning_in_process(env, chat, capsys, flags, environ, tty, dimmed):
+    for name, value in environ.items():
+        env.setenv(name, value)
+    err_stream = _TtyText() if tty else io.StringIO()
+    with _swapped("stderr", err_stream):
+        code = streamlite.main(["--base-url", chat.url, *flags, "hi"])
+    out = capsys.readouterr().out
+    err = err_stream.getvalue()
+    assert code == 0, err
+    assert out == STORY + "\n"  # stdout never gets escapes
+    if dimmed:
+        words = REASONING.split(" ")
+        pieces = words[:1] + [" " + word for word in words[1:]]  # one reasoning delta each
+        assert err == "".join("\x1b[2m%s\x1b[0m" % piece for piece in pieces) + "\n"
+    else:
+        assert "\x1b" not in err and err == REASONING + "\n"
+
+
+def test_color_always_in_a_process(chat):
+    result = _run("--base-url", chat.url, "--color", "always", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("\x1b[2m") and "\x1b[0m" in result.stderr
+    assert re.sub(r"\x1b\[[0-9]*m", "", result.stderr) == REASONING + "\n"
+    assert "\x1b" not in result.stdout
+
+
+@pytest.mark.parametrize("flags, environ", [([], {}), (["--color", "never"], {}), ([], {"NO_COLOR": "1"})])
+def test_no_escapes_on_a_pipe_or_when_turned_off(chat, flags, environ):
+    result = _run("--base-url", chat.url, *flags, "hi", env=_clean_env(**environ))
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr + result.stdout
+    assert result.stderr == REASONING + "\n"
+
+
+def _stderr_on_a_terminal(url, flags, environ):
+    """Run the CLI with stderr on a pseudo-terminal; return (exit code, stdout, stderr bytes)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "streamlite.py", "--base-url", url, *flags, "hi"],
+                                cwd=str(ROOT), env=_clean_env(**environ), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = None
+        err = b""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    piece = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the terminal has closed it
+                    break
+                if not piece:
+                    break
+                err += piece
+            elif proc.poll() is not None:
+                break
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        return proc.returncode, out, err
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+
+
+@pytest.mark.parametrize("flags, environ, dimmed", [
+    ([], {"TERM": "xterm"}, True),
+    (["--color", "never"], {"TERM": "xterm"}, False),
+    ([], {"TERM": "xterm", "NO_COLOR": "1"}, False),
+])
+def test_color_auto_follows_a_real_terminal(chat, flags, environ, dimmed):
+    code, out, err = _stderr_on_a_terminal(chat.url, flags, environ)
+    assert code == 0, err
+    assert out == (STORY + "\n").encode()
+    assert REASONING.split()[0].encode() in err
+    assert (b"\x1b[" in err) is dimmed
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. --jsonl
+# ---------------------------------------------------------------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "search", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}}}}
+KINDS = ["reasoning", "content", "tool_call", "finish", "usage", "completion"]
+
+
+def _jsonl(stdout):
+    assert stdout.endswith("\n")
+    return [json.loads(line) for line in stdout.split("\n")[:-1]]  # every line, none blank
+
+
+def _in_order(lines):
+    """The line types, checked to come in the order of KINDS (each kind one run)."""
+    kinds = [line["type"] for line in lines]
+    runs = [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind]
+    assert runs == sorted(runs, key=KINDS.index) and len(runs) == len(set(runs)), runs
+    return runs
+
+
+def test_jsonl_lines_in_order_and_content_adds_up(chat):
+    result = _run("--base-url", chat.url, "--jsonl", "hi")
+    assert result.returncode == 0, result.stderr
+    lines = _jsonl(result.stdout)
+    assert _in_order(lines) == ["reasoning", "content", "finish", "usage", "completion"]
+    assert "".join(line["text"] for line in lines if line["type"] == "content") == STORY
+    assert "".join(line["text"] for line in lines if line["type"] == "reasoning") == REASONING
+    completion = lines[-1]
+    assert completion["type"] == "completion" and completion["content"] == STORY
+    assert completion["reasoning"] == REASONING and completion["finish_reason"] == "stop"
+    assert completion["tool_calls"] == []
+    usage = [line for line in lines if line["type"] == "usage"]
+    assert len(usage) == 1 and usage[0]["completion_tokens"] == completion["usage"]["completion_tokens"] > 0
+    assert result.stderr == ""  # reasoning is in the JSON, not on stderr
+
+
+def test_jsonl_tool_calls(chat):
+    result = _run("--base-url", chat.url, "--jsonl", "-X", "tools=" + json.dumps([TOOL]),
+                  "-X", 'tool_choice="auto"', "find stories", module=True)
+    assert result.returncode == 0, result.stderr
+    lines = _jsonl(result.stdout)
+    assert _in_order(lines) == ["reasoning", "content", "tool_call", "finish", "usage", "completion"]
+    calls = [line for line in lines if line["type"] == "tool_call"]
+    assert len(calls) >= 2 and calls[0]["name"] == "search" and calls[0]["id"]
+    assert {call["index"] for call in calls} == {0}
+    arguments = "".join(call["arguments"] for call in calls)
+    assert arguments == arguments_for(TOOL) and json.loads(arguments) == {"q": "lighthouse stories", "n": 3}
+    completion = lines[-1]
+    assert completion["finish_reason"] == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in completion["tool_calls"]] == [("search", arguments)]
+    assert [line["reason"] for line in lines if line["type"] == "finish"] == ["tool_calls"]
+
+
+def test_plain_output_prints_tool_calls(chat):
+    result = _run("--base-url", chat.url, "--reasoning", "hide", "-X", "tools=" + json.dumps([TOOL]), "hi")
+    assert result.returncode == 0, result.stderr
+    expected = re.escape(STORY) + r"\n\[tool call call_local_\d+_0\] search " + re.escape(arguments_for(TOOL)) + r"\n"
+    assert re.fullmatch(expected, result.stdout), result.stdout
+
+
+def test_jsonl_in_process_with_recorder(env, recorder, capsys):
+    code, out, err = _main(capsys, "--base-url", recorder.url, "--jsonl", "--no-usage", "hi")
+    assert code == 0, err
+    lines = _jsonl(out)
+    assert [line["type"] for line in lines] == ["reasoning", "content", "content", "finish", "usage", "completion"]
+    assert "".join(line["text"] for line in lines if line["type"] == "content") == SSE_CONTENT
+    assert lines[-1]["content"] == SSE_CONTENT and lines[-1]["model"] == "rec-model"
+    assert lines[-1]["stats"]["events"] == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. --stats
+# ---------------------------------------------------------------------------------------------
+
+STATS = re.compile(
+    r"^streamlite: stats: first byte (?P<byte>[\d.]+) s, first reasoning (?P<reasoning>[\d.]+) s, "
+    r"first content (?P<content>[\d.]+) s, total (?P<total>[\d.]+) s, (?P<rate>[\d.]+) tokens/s, "
+    r"(?P<events>\d+) events, gaps p50 (?P<p50>[\d.]+) ms p95 (?P<p95>[\d.]+) ms max (?P<max>[\d.]+) ms, "
+    r"(?P<bytes>\d+) bytes, (?P<retries>\d+) retries$"
+)
+
+
+def _stats(stderr):
+    lines = [line for line in stderr.splitlines() if line.startswith("streamlite: stats:")]
+    assert len(lines) == 1, stderr
+    match = STATS.match(lines[0])
+    assert match, lines[0]
+    return {name: float(value) for name, value in match.groupdict().items()}
+
+
+def test_stats_figures_match_what_the_server_sent():
+    with Recorder(fail_first=1) as rec:
+        result = _run("--base-url", rec.url, "--stats", "--max-retries", "2", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SSE_CONTENT + "\n"
+    stats = _stats(result.stderr)
+    assert result.stderr.startswith(SSE_REASONING + "\nstreamlite: stats:")
+    assert stats["events"] == 7  # six chunks and [DONE]; the comment is not an event
+    assert stats["retries"] == 1 and len(rec.requests) == 2
+    assert stats["bytes"] == rec.sent[-1].count  # every byte of the answer that streamed
+    assert 0 < stats["byte"] <= stats["reasoning"] <= stats["content"] <= stats["total"] < TIMEOUT
+    assert stats["rate"] > 0
+    assert stats["p50"] <= stats["p95"] <= stats["max"]
+
+
+def test_stats_on_a_paced_stream(env, capsys):
+    pace = 0.01
+    with ChatServer(pace=pace, words=10) as paced:
+        code, out, err = _main(capsys, "--base-url", paced.url, "--stats", "--reasoning", "hide", "hi")
+    assert code == 0, err
+    assert out == reply_for([], words=10) + "\n"
+    stats = _stats(err)
+    assert stats["events"] == 1 + 13 + 10 + 1 + 1 + 1  # role, reasoning, content, finish, usage, [DONE]
+    assert stats["retries"] == 0 and stats["bytes"] > len(out)
+    assert stats["reasoning"] < stats["content"]  # 13 paced reasoning events came first
+    assert stats["total"] >= 26 * pace * 0.9
+    assert pace * 1000 * 0.5 <= stats["p50"] <= stats["max"]
+    assert stats["rate"] > 0
+
+
+def test_stats_printed_even_when_the_stream_fails():
+    with ChatServer(pace=0.05, reasoning=False) as slow:
+        result = _run("--base-url", slow.url, "--stats", "--total-timeout", "0.5", "hi")
+    assert result.returncode == streamlite.EXIT_TIMEOUT
+    assert "streamlite: stats: first byte" in result.stderr
+    assert result.stderr.rstrip("\n").splitlines()[-1].startswith("streamlite: error:")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. --raw
+# ---------------------------------------------------------------------------------------------
+
+
+def test_raw_prints_the_body_byte_for_byte(recorder):
+    result = subprocess.run([sys.executable, "streamlite.py", "--base-url", recorder.url, "--raw", "hi"],
+                            cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SSE_BODY
+    assert result.stderr == b""
+
+
+def test_raw_with_stats_keeps_stdout_exact(recorder):
+    result = subprocess.run([sys.executable, "-m", "streamlite", "--base-url", recorder.url, "--raw", "--stats", "hi"],
+                            cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SSE_BODY
+    assert b"streamlite: stats:" in result.stderr and b"7 events" in result.stderr
+
+
+def test_raw_of_a_long_chat_stream():
+    with ChatServer(content_events=300) as bench:
+        result = subprocess.run([sys.executable, "streamlite.py", "--base-url", bench.url, "--raw", "hi"],
+                                cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    events = result.stdout.split(b"\n\n")
+    assert events[-1] == b"" and events[-2] == b"data: [DONE]"
+    chunks = [json.loads(event[len(b"data: "):]) for event in events[:-2]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == bench_content(300)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. A reader that stops early: `| head -1`
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--jsonl"], ["--raw"], ["--reasoning", "only", "-X", "n=1"]])
+def test_head_closing_the_pipe_ends_quietly(flags):
+    with ChatServer(content_events=20000) as bench:  # about 5 MB of events
+        shell = '("$PY" streamlite.py --base-url "$URL" %s hi; echo "cli-exit=$?" >&2) | head -1' % " ".join(
+            "'%s'" % flag for flag in flags)
+        start = time.monotonic()
+        result = subprocess.run(["sh", "-c", shell], cwd=str(ROOT), capture_output=True, text=True, timeout=TIMEOUT,
+                                env=_clean_env(PY=sys.executable, URL=bench.url))
+        elapsed = time.monotonic() - start
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.endswith("\n")
+    first = result.stdout
+    if flags == ["--jsonl"]:
+        assert json.loads(first)["type"] == "reasoning"
+    if flags == ["--raw"]:
+        assert first.startswith("data: {")
+    assert "Traceback" not in result.stderr and "error" not in result.stderr.lower()
+    if "--reasoning" in flags:  # the reasoning is one line: the CLI may finish before head closes
+        assert first == REASONING + "\n"
+        assert re.fullmatch(r"cli-exit=(0|141)\n", result.stderr), result.stderr
+    else:
+        assert result.stderr == "cli-exit=%d\n" % streamlite.EXIT_BROKEN_PIPE
+    assert elapsed < 10
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Output appears as it streams
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_all(fd, deadline):
+    """Read fd to EOF; return [(monotonic time, bytes), ...] of every read."""
+    reads = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        piece = os.read(fd, 65536)
+        if not piece:
+            break
+        reads.append((time.monotonic(), piece))
+    return reads
+
+
+def _watch(cmd, watched):
+    """Run the CLI, timing every read of the `watched` stream ("stdout" or "stderr").
+
+    Returns (exit code, [(time, bytes), ...] of the watched stream, the other stream, end time)."""
+    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    other = proc.stderr if watched == "stdout" else proc.stdout
+    try:
+        reads = _read_all(getattr(proc, watched).fileno(), time.monotonic() + TIMEOUT)
+        end = time.monotonic()
+        rest = other.read()
+        proc.wait(TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        proc.stdout.close()
+        proc.stderr.close()
+    return proc.returncode, reads, rest, end
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_content_reaches_a_pipe_as_it_arrives(module):
+    pace, events = 0.05, 30
+    with ChatServer(pace=pace, reasoning=False, content_events=events) as paced:
+        cmd = [sys.executable] + (["-m", "streamlite"] if module else ["streamlite.py"])
+        code, reads, stderr, end = _watch(cmd + ["--base-url", paced.url, "hi"], "stdout")
+    assert code == 0, stderr
+    out = b"".join(piece for _, piece in reads)
+    assert out == (bench_content(events) + "\n").encode()
+    first_at = reads[0][0]
+    # the stream lasts about (events + 3) * pace; the first piece must come long before the end
+    assert first_at < end - 10 * pace, (first_at, end)
+    assert len(reads) >= 10  # the text came in many pieces, not one at exit
+    assert bench_content(events).encode().startswith(reads[0][1])
+    spread = reads[-1][0] - reads[0][0]
+    assert spread > (events - 10) * pace * 0.5
+
+
+def test_reasoning_reaches_stderr_as_it_arrives():
+    pace = 0.03
+    with ChatServer(pace=pace, words=20) as paced:
+        code, reads, out, end = _watch([sys.executable, "streamlite.py", "--base-url", paced.url, "hi"], "stderr")
+    assert code == 0
+    assert b"".join(piece for _, piece in reads) == (REASONING + "\n").encode()
+    assert out == (reply_for([], words=20) + "\n").encode()
+    # 20 content events were still to come when the reasoning had been read
+    assert len(reads) >= 5 and reads[0][0] < end - 15 * pace
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. --version and --help
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_version(module):
+    result = _run("--version", module=module)
+    assert result.returncode == 0
+    assert result.stdout == "streamlite %s\n" % streamlite.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", streamlite.__version__)
+
+
+def test_help_mentions_exit_codes_examples_and_flags():
+    result = _run("--help")
+    assert result.returncode == 0 and result.stderr == ""
+    text = result.stdout
+    assert text.startswith("usage: streamlite")
+    assert "examples:" in text and 'streamlite "Tell me a joke"' in text and "| streamlite" in text
+    assert "exit codes:" in text
+    for code in (streamlite.EXIT_OK, streamlite.EXIT_USAGE, streamlite.EXIT_API_ERROR, streamlite.EXIT_CONNECTION,
+                 streamlite.EXIT_TIMEOUT, streamlite.EXIT_CUT_OFF, streamlite.EXIT_PROTOCOL,
+                 streamlite.EXIT_INTERRUPTED, streamlite.EXIT_BROKEN_PIPE):
+        assert re.search(r"(^|\s)%d [A-Za-z]" % code, text.split("exit codes:")[1]), code
+    for flag in ("--model", "--system", "--base-url", "--api-key-env", "--temperature", "--max-tokens", "-X",
+                 "--no-usage", "--reasoning", "--jsonl", "--stats", "--raw", "--color", "--connect-timeout",
+                 "--read-timeout", "--total-timeout", "OPENAI_API_KEY", "STREAMLITE_MODEL", "NO_COLOR"):
+        assert flag in text, flag
+
+
+def test_help_in_process(capsys):
+    with pytest.raises(SystemExit) as info:
+        streamlite.main(["-h"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "130 interrupted" in out and "examples:" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Ctrl-C
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [[], ["--jsonl"]])
+def test_ctrl_c_exits_130_and_keeps_the_output(flags):
+    pace = 0.05
+    with ChatServer(pace=pace, reasoning=False, content_events=400) as paced:  # about 20 s if not stopped
+        proc = subprocess.Popen([sys.executable, "streamlite.py", "--base-url", paced.url, *flags, "hi"],
+                                cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            fd = proc.stdout.fileno()
+            out = b""
+            deadline = time.monotonic() + TIMEOUT
+            enough = (lambda data: data.count(b"\n") >= 3) if flags else (lambda data: len(data) >= 12)
+            while not enough(out) and time.monotonic() < deadline:  # three content events at least
+                ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+                piece = os.read(fd, 65536) if ready else b""
+                if not piece:
+                    break
+                out += piece
+            assert out, "no output before the interrupt"
+            proc.send_signal(signal.SIGINT)
+            sent_at = time.monotonic()
+            out += b"".join(piece for _, piece in _read_all(fd, time.monotonic() + TIMEOUT))
+            proc.wait(TIMEOUT)
+            waited = time.monotonic() - sent_at
+            stderr = proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(TIMEOUT)
+            proc.stdout.close()
+            proc.stderr.close()
+    assert proc.returncode == streamlite.EXIT_INTERRUPTED, stderr
+    assert waited < 5
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert out.endswith(b"\n")
+    text = out.decode()
+    if flags:
+        lines = _jsonl(text)
+        assert lines and all(line["type"] == "content" for line in lines)
+        shown = "".join(line["text"] for line in lines)
+    else:
+        shown = text[:-1]
+    assert len(shown) >= 12 and bench_content(400).startswith(shown)
+    assert len(shown) < len(bench_content(400))  # it really was cut short
+
+
+def test_ctrl_c_in_process(env, capsys):
+    class Interrupting(io.StringIO):
+        """A stdout where Ctrl-C is pressed (once) after 10 characters have been printed."""
+
+        pressed = False
+
+        def write(self, text):
+            super().write(text)
+            if len(self.getvalue()) >= 10 and not self.pressed:
+                self.pressed = True
+                raise KeyboardInterrupt
+            return len(text)
+
+    with ChatServer(reasoning=False) as srv:
+        out = Interrupting()
+        with _swapped("stdout", out):
+            code = streamlite.main(["--base-url", srv.url, "hi"])
+    err = capsys.readouterr().err
+    assert code == streamlite.EXIT_INTERRUPTED
+    text = out.getvalue()
+    assert out.pressed and text.endswith("\n") and err == ""
+    assert len(text) >= 11 and STORY.startswith(text[:-1]) and len(text) < len(STORY)
