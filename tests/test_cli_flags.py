@@ -805,6 +805,15 @@ def _read_all(fd, deadline):
     return reads
 
 
+def _reap(proc):
+    """Kill the process if it still runs, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(TIMEOUT)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
 def _watch(cmd, watched):
     """Run the CLI, timing every read of the `watched` stream ("stdout" or "stderr").
 
@@ -818,11 +827,7 @@ def _watch(cmd, watched):
         rest = other.read()
         proc.wait(TIMEOUT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(TIMEOUT)
-        proc.stdout.close()
-        proc.stderr.close()
+        _reap(proc)
     return proc.returncode, reads, rest, end
 
 
@@ -924,11 +929,7 @@ def test_ctrl_c_exits_130_and_keeps_the_output(flags):
             waited = time.monotonic() - sent_at
             stderr = proc.stderr.read().decode()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(TIMEOUT)
-            proc.stdout.close()
-            proc.stderr.close()
+            _reap(proc)
     assert proc.returncode == streamlite.EXIT_INTERRUPTED, stderr
     assert waited < 5
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
