@@ -1153,6 +1153,8 @@ def _proxy_from_env(scheme: str, host: str) -> Optional[str]:
         return None
     if scheme == "https":
         return _env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+    if "REQUEST_METHOD" in os.environ:  # a CGI program: HTTP_PROXY may come from a request's
+        return _env("http_proxy", "all_proxy", "ALL_PROXY")  # Proxy: header (httpoxy)
     return _env("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -1171,15 +1173,15 @@ class _Proxy:
         self.host: str = parts.hostname
         self.port: int = parts.port or 8080
         self.headers: Dict[str, str] = {}
-        self.secret: Optional[str] = None
+        self.secrets: List[str] = []  # never to be shown: the password and its base64 token
         if parts.username is not None:
             import base64
             from urllib.parse import unquote
 
             pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
-            self.secret = unquote(parts.password or "") or None
             token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
             self.headers["Proxy-Authorization"] = "Basic " + token
+            self.secrets = [token, unquote(parts.password or "")]
 
     def __repr__(self) -> str:
         return "<proxy %s:%d>" % (self.host, self.port)
@@ -1753,6 +1755,7 @@ class _Transport:
             timeout = max(0.001, min(timeout, deadline - time.monotonic()))
         ends = time.monotonic() + timeout
         host, port = (proxy.host, proxy.port) if proxy is not None else (endpoint.host, endpoint.port)
+        context = self.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
         try:
             sock = socket.create_connection((host, port), timeout)
             try:
@@ -1761,7 +1764,7 @@ class _Transport:
                     if proxy is not None:
                         _tunnel(sock, endpoint, proxy, ends)
                     sock.settimeout(max(0.001, ends - time.monotonic()))
-                    sock = self.context().wrap_socket(sock, server_hostname=endpoint.host)
+                    sock = context.wrap_socket(sock, server_hostname=endpoint.host)  # type: ignore[union-attr]
             except BaseException:
                 sock.close()
                 raise
@@ -1784,11 +1787,19 @@ class _Transport:
                 which="connect",
             )
         if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = str(exc.verify_message or exc.reason).rstrip(".")
+            if "mismatch" in reason:
+                advice = (
+                    "the certificate is for another name: check the host in base_url (verify=False "
+                    "turns checking off)"
+                )
+            else:
+                advice = (
+                    "if a corporate proxy or a private CA signs this certificate, pass ca_file= or "
+                    "set SSL_CERT_FILE to a CA bundle that includes it (verify=False turns checking off)"
+                )
             return APIConnectionError(
-                "TLS certificate verification failed for %s: %s. If a corporate proxy or a "
-                "private CA signs this certificate, pass ca_file= or set SSL_CERT_FILE to a "
-                "CA bundle that includes it (verify=False turns checking off)"
-                % (endpoint.host, exc.verify_message or exc.reason)
+                "TLS certificate verification failed for %s: %s; %s" % (endpoint.host, reason, advice)
             )
         if isinstance(exc, ssl.SSLError):
             return APIConnectionError("TLS handshake with %s failed: %s" % (where, exc.reason or exc))
@@ -2023,12 +2034,11 @@ async def _async_proxy_connect(proxy: _Proxy, endpoint: _Endpoint, tls: Any) -> 
     """Connect to an http:// proxy; for an https target, open a CONNECT tunnel and start TLS."""
     import asyncio
 
+    if tls is not None and getattr(asyncio.StreamWriter, "start_tls", None) is None:  # before any I/O
+        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
     if tls is None:
         return reader, writer
-    if not hasattr(writer, "start_tls"):
-        writer.close()
-        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
     authority = _authority(endpoint)
     lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
     lines += ["%s: %s" % item for item in proxy.headers.items()]
@@ -2044,7 +2054,7 @@ async def _async_proxy_connect(proxy: _Proxy, endpoint: _Endpoint, tls: Any) -> 
     if head.status != 200:
         writer.close()
         raise _tunnel_error(head.status, head.reason, endpoint, proxy)
-    await writer.start_tls(tls, server_hostname=endpoint.host)
+    await getattr(writer, "start_tls")(tls, server_hostname=endpoint.host)  # 3.11+, checked above
     return reader, writer
 
 
@@ -2566,7 +2576,22 @@ class Client:
             proxy=proxy,
         )
         # scrubbed from error text a server might echo; too short a string would mangle words
-        self._secrets = [s for s in (self._api_key, getattr(self._transport.proxy, "secret", None)) if s and len(s) >= 8]
+        self._secrets = self._secrets_of(host)
+
+    def _secrets_of(self, host: str) -> List[str]:
+        """What must never show in an error: the key, and the credentials of every proxy this
+        client may use (explicit or from the environment) with their base64 tokens. Strings
+        under 8 characters are left out: replacing them would mangle ordinary words."""
+        proxies = [self._transport.proxy]
+        if self._transport.proxy is None and not self._transport.no_proxy:
+            for scheme in ("http", "https"):
+                url = _proxy_from_env(scheme, host)
+                try:
+                    proxies.append(_Proxy(url) if url else None)
+                except ConfigError:
+                    pass  # a malformed proxy variable: the request will say so
+        found = [self._api_key] + [secret for proxy in proxies if proxy is not None for secret in proxy.secrets]
+        return [secret for secret in found if secret and len(secret) >= 8]
 
     def __repr__(self) -> str:
         return "Client(base_url=%r)" % (self.base_url,)
