@@ -483,7 +483,13 @@ class SSEDecoder:
             if line[:6] == "data: ":  # the common case first
                 value = line[6:]
             elif not line:
-                if self._data or self._errors:
+                if self._data and not self._errors and len(self._data) == 1:  # the common case
+                    events.append((self._type or "message", self._data[0], self._last_id, self._retry))
+                    self._data = []
+                    self._data_size = 0
+                    self._type = ""
+                    self._retry = None
+                elif self._data or self._errors:
                     self._dispatch(events)
                 else:  # nothing to dispatch: reset the block (the id stays, as the spec says)
                     self._type = ""
@@ -949,7 +955,10 @@ class Accumulator:
         """Fold one delta in."""
         kind = type(delta)
         if kind is ContentDelta:
-            self._choice(delta.choice).content.append(delta.text)  # type: ignore[attr-defined]
+            parts = self._choices.get(delta.choice)  # type: ignore[attr-defined]
+            if parts is None:
+                parts = self._choice(delta.choice)  # type: ignore[attr-defined]
+            parts.content.append(delta.text)  # type: ignore[attr-defined]
         elif kind is ReasoningDelta:
             self._choice(delta.choice).reasoning.append(delta.text)  # type: ignore[attr-defined]
         elif kind is ToolCallDelta:
