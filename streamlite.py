@@ -1466,17 +1466,17 @@ class _Inflater:
             "and deflate can be decoded" % (_clip(encoding, 40),)
         )
 
-    def feed(self, data: bytes) -> List[bytes]:
-        out = []
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The decoded pieces, made one at a time as the caller takes them: a small input that
+        inflates to gigabytes (a zip bomb) never sits in memory at once."""
         try:
             while data:
                 piece = self._decompressor.decompress(data, _READ_SIZE)
                 data = self._decompressor.unconsumed_tail
                 if piece:
-                    out.append(piece)
+                    yield piece
         except self._error as exc:
             raise ProtocolError("the compressed body is corrupt: %s" % exc) from None
-        return out
 
 
 class _BodyFramer:

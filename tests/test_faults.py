@@ -6,6 +6,7 @@ key appears nowhere in its text, repr or traceback."""
 import gc
 import gzip
 import json
+import platform
 import sys
 import threading
 import time
@@ -538,6 +539,28 @@ def test_gzip_encoded_event_stream_is_decoded():
     with FaultServer([send(reply + pieces)]) as server:
         completion = client(server).complete("hi")
     assert completion.content == "Hello, world" and completion.finish_reason == "stop"
+
+
+def test_a_gzip_bomb_is_inflated_a_piece_at_a_time():
+    # 64 MB of comment lines squeezed into a few tens of kB, in one piece
+    bomb = gzip.compress((b": " + b"x" * 65000 + b"\n") * 1000 + GOOD_BODY, compresslevel=9)
+    assert len(bomb) < 200_000
+    pieces = streamlite._Inflater("gzip").feed(bomb)
+    first = next(pieces)
+    assert len(first) <= 65536  # one bounded piece made, the rest not yet
+    with FaultServer([send(response(bomb, headers=["Content-Encoding: gzip"]))]) as server:
+        with client(server).stream("hi", accumulate=False) as stream:
+            tracing = platform.python_implementation() == "CPython"  # PyPy has no tracemalloc
+            if tracing:
+                import tracemalloc
+
+                tracemalloc.start()
+            deltas = list(stream)
+            if tracing:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                assert peak < 4_000_000, peak
+    assert "".join(d.text for d in deltas if isinstance(d, streamlite.ContentDelta)) == "Hello, world"
 
 
 def test_corrupt_gzip_is_a_protocol_error():
