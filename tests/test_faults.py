@@ -240,11 +240,29 @@ def test_fast_endless_trailers_are_refused():
 # Bodies cut off ##############################################################
 
 
+def reset_once_read(server, c, text):
+    """Stream until `text` has been handed out; only then let the server (held) send its RST,
+    so that no data is still unread when it comes (a reset discards unread data). Returns the
+    error the stream raises."""
+    with c.stream("hi") as stream:
+        deltas = iter(stream)
+        got = ""
+        while got != text:
+            got += next(deltas).text
+        server.release()
+        with pytest.raises(streamlite.APIConnectionError) as info:
+            for _ in deltas:
+                pass
+    return info.value
+
+
 def test_reset_after_some_content():
-    script = [send(head() + delta("Hello") + delta(" wor")), sleep(0.05), reset()]
+    script = [send(head() + delta("Hello") + delta(" wor")), hold(), reset()]
     with FaultServer(script, max_connections=3) as server:
         c = client(server, max_retries=2)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        started = time.monotonic()
+        error = reset_once_read(server, c, "Hello wor")
+        elapsed = time.monotonic() - started
         assert server.connections == 1
     assert not isinstance(error, streamlite.APITimeoutError)
     assert "connection broke" in str(error) or "reset" in str(error).lower()
@@ -442,10 +460,9 @@ def test_resets_before_any_response_run_out_of_retries():
 
 
 def test_never_retried_after_the_first_delta():
-    script = [send(head() + delta("already said")), sleep(0.05), reset()]
+    script = [send(head() + delta("already said")), hold(), reset()]
     with FaultServer(script, max_connections=3) as server:
-        c = client(server, max_retries=3)
-        error, _ = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        error = reset_once_read(server, client(server, max_retries=3), "already said")
         assert not server.wait_connections(2, timeout=0.3)
         assert server.connections == 1
     assert_partial(error, "already said")
@@ -845,7 +862,7 @@ def test_a_key_echoed_in_the_body_of_a_200_is_redacted(ctype, body, mode):
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_the_partial_counts_the_bytes_that_arrived(mode):
     sent = head() + delta("abc")
-    with FaultServer([send(sent), reset()]) as server:
+    with FaultServer([send(sent), close()]) as server:
         if mode == "sync":
             error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIConnectionError)
         else:
