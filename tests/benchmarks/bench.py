@@ -290,7 +290,16 @@ NEEDS = {"openai": ("openai",), "httpx-sse": ("httpx", "httpx_sse"), "requests":
 
 
 def _rss_kb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    """Peak RSS of this process in kB. On Linux from /proc (VmHWM): ru_maxrss also counts the
+    parent's peak when the child was spawned with vfork, so it may not be the client's own."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
 
 
 def run_client(name, base_url, mode, count):
