@@ -444,7 +444,25 @@ class SSEDecoder:
         self._scanned = len(buffer)
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if not self._data and not self._type and not self._errors and self._retry is None:
+            return self._blocks(text)
         return self._interpret(text[:-1].split("\n"))
+
+    def _blocks(self, text: str) -> List[_Event]:
+        """The common case a block at a time: while events are each a single `data: ` line
+        and nothing is pending, one split makes them; from the first block that is anything
+        else on, _interpret takes the lines. `text` ends with a line end."""
+        blocks = text.split("\n\n")
+        rest = blocks.pop()  # after the last blank line: "" or the start of the next event
+        events: List[_Event] = []
+        last_id, limit = self._last_id, self.max_event_bytes
+        for at, block in enumerate(blocks):
+            if block[:6] != "data: " or "\n" in block or len(block) > limit:
+                return events + self._interpret(("\n\n".join(blocks[at:]) + "\n\n" + rest)[:-1].split("\n"))
+            events.append(("message", block[6:], last_id, None))
+        if rest:
+            events += self._interpret(rest[:-1].split("\n"))
+        return events
 
     def close(self) -> List[ServerSentEvent]:
         """End of input: an unterminated event is discarded, as the spec says."""

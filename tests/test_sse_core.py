@@ -106,3 +106,37 @@ def test_arbitrary_bytes_are_split_invariant_and_raise_only_protocol_errors(data
     except ProtocolError:
         return
     assert _decode(_splits(data, seed) if data else [], max_event_bytes=1024) == whole
+
+
+class _LineByLine(SSEDecoder):
+    """The decoder without its block-at-a-time fast path: every line through _interpret."""
+
+    def _blocks(self, text):
+        return self._interpret(text[:-1].split("\n"))
+
+
+SSE_LINES = st.sampled_from([
+    "data: x", "data: {\"a\": 1}", "data:", "data", "data:  two spaces", "data: [DONE]", "", "", "",
+    ": comment", "event: error", "event:", "id: 7", "id", "retry: 100", "retry: x", "error: boom", "other: 1",
+    "data: " + "y" * 1015, "data: " + "z" * 1030,  # at and over the 1024-byte limit
+])
+
+
+def _events_or_error(decoder, pieces):
+    events = []
+    try:
+        for piece in pieces:
+            events += decoder.feed(piece)
+    except ProtocolError as exc:
+        return events, str(exc)
+    return events + decoder.close(), None
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(SSE_LINES, max_size=30), eol=st.sampled_from(["\n", "\r\n", "\r"]), seed=st.integers(0, 10**6),
+       lenient=st.booleans())
+def test_the_fast_path_gives_exactly_the_events_of_the_line_by_line_path(lines, eol, seed, lenient):
+    data = (eol.join(lines) + eol).encode()
+    pieces = _splits(data, seed)
+    fast, slow = SSEDecoder(1024, lenient_error_field=lenient), _LineByLine(1024, lenient_error_field=lenient)
+    assert _events_or_error(fast, pieces) == _events_or_error(slow, pieces)
