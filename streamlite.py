@@ -1655,8 +1655,6 @@ def _text_of_body(text: str) -> str:
             end = lowered.find("</title", start)
             if 0 < start <= end:
                 return _clip(text[start:end], 200)
-        import re
-
         text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]*>", " ", text)
     return _clip(text, 300)
 
