@@ -1052,6 +1052,7 @@ _RETRY_STATUSES = frozenset((408, 409, 429))
 _LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 _READ_SIZE = 65536
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CREDENTIAL_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|password")  # header names whose values are secrets
 
 
 def _has_control(text: str) -> bool:
@@ -1488,11 +1489,13 @@ class _Inflater:
         """The decoded pieces, made one at a time as the caller takes them: a small input that
         inflates to gigabytes (a zip bomb) never sits in memory at once."""
         try:
-            while data:
+            while True:
                 piece = self._decompressor.decompress(data, _READ_SIZE)
                 data = self._decompressor.unconsumed_tail
                 if piece:
                     yield piece
+                if not data and len(piece) < _READ_SIZE:
+                    return  # a full piece may leave output pending inside zlib: go round again
         except self._error as exc:
             raise ProtocolError("the compressed body is corrupt: %s" % exc) from None
 
@@ -1606,6 +1609,10 @@ def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000": a time in UTC, though parsedate_to_datetime leaves it naive
+        import datetime
+
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -1775,9 +1782,7 @@ class _Transport:
     def _connect(self, endpoint: _Endpoint, proxy: Optional[_Proxy], deadline: Optional[float]) -> socket.socket:
         """A connected socket (through the proxy's tunnel, with TLS for https), all within the
         connect timeout."""
-        timeout = self.connect_timeout
-        if deadline is not None:
-            timeout = max(0.001, min(timeout, deadline - time.monotonic()))
+        timeout = self.connect_budget(deadline)
         ends = time.monotonic() + timeout
         host, port = (proxy.host, proxy.port) if proxy is not None else (endpoint.host, endpoint.port)
         context = self.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
@@ -1796,16 +1801,26 @@ class _Transport:
         except StreamliteError:
             raise
         except OSError as exc:
-            raise self.connect_error(exc, endpoint, proxy) from None
+            raise self.connect_error(exc, endpoint, proxy, deadline) from None
         return sock
 
-    def connect_error(self, exc: BaseException, endpoint: _Endpoint, proxy: Optional[_Proxy]) -> StreamliteError:
+    def connect_budget(self, deadline: Optional[float]) -> float:
+        """The time connecting may take: the connect timeout, cut short by the deadline."""
+        if deadline is None:
+            return self.connect_timeout
+        return max(0.001, min(self.connect_timeout, deadline - time.monotonic()))
+
+    def connect_error(
+        self, exc: BaseException, endpoint: _Endpoint, proxy: Optional[_Proxy], deadline: Optional[float]
+    ) -> StreamliteError:
         """A clear, typed error for a failure to connect (TCP, proxy tunnel or TLS)."""
         import ssl
 
         where = "%s:%d" % (endpoint.host, endpoint.port)
         via = " through the proxy %s:%d" % (proxy.host, proxy.port) if proxy else ""
         if isinstance(exc, (socket.timeout, TimeoutError)) and not isinstance(exc, StreamliteError):
+            if deadline is not None and deadline - time.monotonic() < 0.01:
+                return APITimeoutError("the total timeout expired while connecting to %s%s" % (where, via), which="total")
             return APITimeoutError(
                 "could not connect to %s%s within %g s (the connect timeout)"
                 % (where, via, self.connect_timeout),
@@ -1837,11 +1852,8 @@ class _Transport:
 
 def _tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: float) -> None:
     """Open a CONNECT tunnel through the proxy to the endpoint, before `ends`."""
-    authority = _authority(endpoint)
-    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
-    lines += ["%s: %s" % item for item in proxy.headers.items()]
     sock.settimeout(max(0.001, ends - time.monotonic()))
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    sock.sendall(_connect_request(endpoint, proxy))
     head = _Head()
     rest = None
     while rest is None:
@@ -1854,6 +1866,11 @@ def _tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: float
         raise _tunnel_error(head.status, head.reason, endpoint, proxy)
     if rest:
         raise ProtocolError("the proxy sent data before the tunnel was open")
+
+
+def _connect_request(endpoint: _Endpoint, proxy: _Proxy) -> bytes:
+    authority = _authority(endpoint)
+    return _request_head("CONNECT", authority, authority, proxy.headers, None)
 
 
 def _tunnel_error(status: int, reason: str, endpoint: _Endpoint, proxy: _Proxy) -> APIError:
@@ -1970,12 +1987,15 @@ class _AsyncResponse:
         self._writer.close()
 
 
-def _request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
+def _request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: Optional[int]) -> bytes:
+    """A request head; a body's length makes it a POST that asks the server to close after it."""
     lines = ["%s %s HTTP/1.1" % (method, target)]
     if not any(name.lower() == "host" for name in headers):
         lines.append("Host: " + host)
     lines += ["%s: %s" % item for item in headers.items()]
-    lines += ["Content-Length: %d" % length, "Connection: close", "", ""]
+    if length is not None:
+        lines += ["Content-Length: %d" % length, "Connection: close"]
+    lines += ["", ""]
     return "\r\n".join(lines).encode("latin-1", "strict")
 
 
@@ -2021,9 +2041,7 @@ async def _async_exchange(
 
     proxy = transport.proxy_for(endpoint)
     budget = _Budget(transport.read_timeout, deadline)
-    connect_timeout = transport.connect_timeout
-    if deadline is not None:
-        connect_timeout = max(0.001, min(connect_timeout, deadline - time.monotonic()))
+    connect_timeout = transport.connect_budget(deadline)
     tls = transport.context() if endpoint.scheme == "https" else None
     try:
         if proxy is None:
@@ -2035,9 +2053,9 @@ async def _async_exchange(
                 _async_proxy_connect(proxy, endpoint, tls), connect_timeout
             )
     except asyncio.TimeoutError as exc:
-        raise transport.connect_error(TimeoutError(str(exc)), endpoint, proxy) from None
+        raise transport.connect_error(TimeoutError(str(exc)), endpoint, proxy, deadline) from None
     except OSError as exc:
-        raise transport.connect_error(exc, endpoint, proxy) from None
+        raise transport.connect_error(exc, endpoint, proxy, deadline) from None
     response = _AsyncResponse(reader, writer, budget)
     target = endpoint.target
     if proxy is not None and tls is None:
@@ -2064,10 +2082,7 @@ async def _async_proxy_connect(proxy: _Proxy, endpoint: _Endpoint, tls: Any) -> 
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
     if tls is None:
         return reader, writer
-    authority = _authority(endpoint)
-    lines = ["CONNECT %s HTTP/1.1" % authority, "Host: " + authority]
-    lines += ["%s: %s" % item for item in proxy.headers.items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    writer.write(_connect_request(endpoint, proxy))
     head = _Head()
     rest = None
     while rest is None:
@@ -2616,6 +2631,9 @@ class Client:
                 except ConfigError:
                     pass  # a malformed proxy variable: the request will say so
         found = [self._api_key] + [secret for proxy in proxies if proxy is not None for secret in proxy.secrets]
+        for name, value in self.headers.items():  # credentials passed as headers= (x-api-key, ...)
+            if _CREDENTIAL_HEADER.search(name):
+                found += [value.strip(), value.strip().split(" ")[-1]]  # "Bearer <token>": the token too
         return [secret for secret in found if secret and len(secret) >= 8]
 
     def __repr__(self) -> str:

@@ -78,7 +78,7 @@ def test_runtime_imports_only_the_standard_library():
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.split(".")[0])
     stdlib = {
-        "__future__", "argparse", "asyncio", "base64", "dataclasses", "email", "http", "io",
+        "__future__", "argparse", "asyncio", "base64", "dataclasses", "datetime", "email", "http", "io",
         "ipaddress", "json", "math", "os", "random", "re", "socket", "ssl", "stat", "sys",
         "time", "typing", "urllib", "zlib", "threading", "collections", "functools",
     }

@@ -143,6 +143,29 @@ def test_connect_timeout_against_a_full_accept_queue():
     assert_clean(error)
 
 
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_total_timeout_shorter_than_the_connect_timeout_says_total(use_async):
+    listener, fillers, port = fill_backlog()
+    try:
+        options = dict(connect_timeout=5, total_timeout=0.3, max_retries=2)
+        if use_async:
+            import asyncio
+
+            c = streamlite.AsyncClient("http://127.0.0.1:%d/v1" % port, KEY, **options)
+            error, elapsed = failing(lambda: asyncio.run(c.acomplete("hi")), streamlite.APITimeoutError)
+        else:
+            c = client("http://127.0.0.1:%d/v1" % port, **options)
+            error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()
+    assert error.which == "total"
+    assert "total timeout" in str(error) and "127.0.0.1:%d" % port in str(error)
+    assert_took(elapsed, 0.3)
+    assert_clean(error)
+
+
 def test_connect_refused_is_a_connection_error():
     with FaultServer(ok_script(), max_connections=0) as server:
         server.stop()  # the listener is closed: nothing listens on the port any more
@@ -392,6 +415,46 @@ def test_retry_after_beyond_the_cap_raises_at_once():
     assert_clean(error)
 
 
+@pytest.fixture
+def local_time_far_from_utc(monkeypatch):
+    """The machine's local time zone set five hours behind UTC for the test (POSIX TZ rule)."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is not available on this platform")
+    monkeypatch.setenv("TZ", "EST+5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("usegmt", [True, False], ids=["GMT", "-0000"])
+def test_retry_after_as_an_http_date(usegmt, local_time_far_from_utc):
+    from email.utils import formatdate
+
+    when = formatdate(time.time() + 200, usegmt=usegmt)  # "... GMT" or "... -0000": both UTC
+    limited = response(b"later", 429, "Too Many Requests", "text/plain", ["Retry-After: " + when])
+    with FaultServer([send(limited)], max_connections=3) as server:
+        error, elapsed = failing(lambda: client(server, max_retries=3).complete("hi"), streamlite.APIError)
+        assert server.connections == 1
+    assert 198 <= error.retry_after <= 201  # beyond the 120 s cap: raised at once, with the wait
+    assert elapsed < SLACK
+
+
+def test_retry_after_http_date_in_the_near_future_is_honoured():
+    from email.utils import formatdate
+
+    start = time.time()
+    when = formatdate(int(start) + 2, usegmt=True)
+    limited = response(b"slow down", 503, "Service Unavailable", "text/plain", ["Retry-After: " + when])
+    with FaultServer([[send(limited)], ok_script()], max_connections=3) as server:
+        completion = client(server, max_retries=1).complete("hi")
+        assert server.connections == 2
+        gap = server.accepted_at[1] - server.ended_at[0]
+    assert completion.content == "Hello, world"
+    # waited until the date (at least 0.8 s from here), not the 0.5 s default backoff
+    assert gap >= int(start) + 2 - start - 0.2
+
+
 def test_retry_after_beyond_the_total_timeout_raises_at_once():
     limited = response(b"busy", 503, "Service Unavailable", "text/plain", ["Retry-After: 5"])
     with FaultServer([send(limited)], max_connections=3) as server:
@@ -519,6 +582,21 @@ def test_4xx_json_body_with_request_id_and_echoed_key():
     assert_clean(error)
 
 
+@pytest.mark.parametrize("name, value, secret", [
+    ("x-api-key", "sk-ant-SENTINEL-header-77", "sk-ant-SENTINEL-header-77"),
+    ("Authorization", "Bearer tok-SENTINEL-header-88", "tok-SENTINEL-header-88"),
+    ("X-Goog-Api-Key", "AIzaSENTINEL-header-99", "AIzaSENTINEL-header-99"),
+])
+def test_credentials_passed_as_headers_are_redacted_too(name, value, secret):
+    body = json.dumps({"error": {"message": "bad credentials %s (from %s)" % (secret, value)}}).encode()
+    with FaultServer([send(response(body, 401, "Unauthorized", "application/json"))]) as server:
+        c = streamlite.Client(server.url, None, headers={name: value}, max_retries=0)
+        error, _ = failing(lambda: c.complete("hi"), streamlite.APIError)
+    text = str(error) + repr(error) + "".join(traceback.format_exception(type(error), error, None))
+    assert secret not in text and "[redacted]" in error.message
+    assert error.message.startswith("bad credentials")
+
+
 def test_4xx_text_body():
     reply = response(b"model 'nope' not found\n", 404, "Not Found", "text/plain", ["apim-request-id: az-42"])
     with FaultServer([send(reply)]) as server:
@@ -578,6 +656,25 @@ def test_a_gzip_bomb_is_inflated_a_piece_at_a_time():
                 tracemalloc.stop()
                 assert peak < 4_000_000, peak
     assert "".join(d.text for d in deltas if isinstance(d, streamlite.ContentDelta)) == "Hello, world"
+
+
+def test_inflated_output_is_never_held_back():
+    # after each piece of compressed input, everything zlib can make of it so far is out: a
+    # piece of exactly the size limit must not leave the rest waiting for the next recv (these
+    # levels and piece sizes make zlib stop with output pending, found by search)
+    import zlib
+
+    text = b"a" * 400_000
+    for level, size in ((1, 286), (1, 287), (6, 64)):
+        packed = zlib.compress(text, level)
+        inflater, reference = streamlite._Inflater("deflate"), zlib.decompressobj()
+        made = expected = 0
+        for pos in range(0, len(packed), size):
+            piece = packed[pos : pos + size]
+            made += sum(len(out) for out in inflater.feed(piece))
+            expected += len(reference.decompress(piece))
+            assert made == expected, (level, size, pos)
+        assert made == len(text)
 
 
 def test_corrupt_gzip_is_a_protocol_error():
