@@ -761,6 +761,7 @@ class ChunkDecoder:
         self._call_count: Dict[int, int] = {}
         self._last_call: Dict[int, int] = {}
         self._think: Optional[Dict[int, _ThinkSplitter]] = {} if think_tags else None
+        self.failed_choice: Optional[Mapping[str, Any]] = None  # finish_reason "error" (OpenRouter)
 
     def flush(self) -> List[Delta]:
         """Deltas held back at the end of the stream (a trailing partial <think> tag)."""
@@ -817,6 +818,8 @@ class ChunkDecoder:
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str):
             out.append(Finish(reason, index))
+            if reason == "error":
+                self.failed_choice = choice
 
     def _decode_delta(self, delta: Mapping[str, Any], index: int, out: List[Delta]) -> None:
         content = delta.get("content")
@@ -2271,6 +2274,8 @@ class _StreamState:
                 _raise_chunk_error(chunk)
             except APIError as exc:
                 self.error = exc
+        if self.chunks.failed_choice is not None and self.error is None:
+            self.error = _finish_reason_error(self.chunks.failed_choice, chunk)
         return deltas
 
     def _add_summary(self, delta: Delta) -> None:
@@ -2515,6 +2520,14 @@ def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
         fields = error_fields(chunk)
         if fields is not None:
             raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
+
+
+def _finish_reason_error(choice: Mapping[str, Any], chunk: Mapping[str, Any]) -> APIError:
+    """A choice that ended with finish_reason "error" but no top-level error object."""
+    fields = error_fields(choice) if choice.get("error") else None
+    if fields is None:
+        fields = ('the provider ended choice %s with finish_reason "error"' % choice.get("index", 0), None, None)
+    return APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
 
 
 _CLIENT_OPTIONS = (
