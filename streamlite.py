@@ -1319,6 +1319,8 @@ class _Head:
             if found is None:
                 if len(buffer) > self.MAX_BYTES:
                     raise ProtocolError("the response head is larger than %d bytes" % self.MAX_BYTES)
+                if buffer.count(b"\n") > self.MAX_FIELDS:  # fail now, not when the head ends
+                    self._too_many_lines()
                 self._buffer = buffer
                 return None
             head, buffer = buffer[: found.start()], buffer[found.end() :]
@@ -1326,6 +1328,9 @@ class _Head:
             if not 100 <= self.status < 200:  # 1xx: an interim response, the real one follows
                 self._buffer = b""
                 return buffer
+
+    def _too_many_lines(self) -> None:
+        raise ProtocolError("the response head has more than %d header lines" % self.MAX_FIELDS)
 
     def _parse(self, head: str) -> None:
         lines = head.split("\n")
@@ -1336,7 +1341,7 @@ class _Head:
         self.status = int(parts[1])
         self.reason = parts[2].strip() if len(parts) > 2 else ""
         if len(lines) > self.MAX_FIELDS:
-            raise ProtocolError("the response head has more than %d header lines" % self.MAX_FIELDS)
+            self._too_many_lines()
         headers: Dict[str, str] = {}
         name = ""
         for line in lines[1:]:

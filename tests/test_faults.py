@@ -714,6 +714,18 @@ def test_garbage_instead_of_http_is_a_protocol_error():
     assert_clean(error)
 
 
+@pytest.mark.parametrize("endless", [b"X-A: " + b"a" * 70000, b"X-A: b\r\n" * 1000], ids=["long line", "many lines"])
+def test_an_endless_response_head_is_refused_before_it_ends(endless):
+    """Neither a huge header nor a flood of short ones waits for the head (or the timeout) to end."""
+    script = [send(b"HTTP/1.1 200 OK\r\n" + endless), hold(timeout=10)]
+    with FaultServer(script, max_connections=3) as server:
+        error, elapsed = failing(lambda: client(server, read_timeout=5).complete("hi"), streamlite.ProtocolError)
+        server.release()
+    assert elapsed < 2.5, "waited %.2f s for a head that never ends" % elapsed
+    assert "larger than 65536 bytes" in str(error) or "more than 128 header lines" in str(error)
+    assert_clean(error)
+
+
 def test_100_continue_then_the_real_response():
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
     with FaultServer([send(interim), sleep(0.05), send(response(GOOD_BODY))]) as server:
