@@ -1052,7 +1052,6 @@ class Accumulator:
 # one HTTP chunk per call, and closes its socket under a body still being read.)
 
 _RETRY_STATUSES = frozenset((408, 409, 429))
-_LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "ip6-localhost"))
 _READ_SIZE = 65536
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _CREDENTIAL_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|password")  # header names whose values are secrets
@@ -1131,17 +1130,6 @@ def _endpoint(
     return _Endpoint(parts.scheme, parts.hostname, parts.port or default_port, target)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        import ipaddress
-
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _bypasses_proxy(host: str, no_proxy: str) -> bool:
     """Whether NO_PROXY (names, .suffixes, *.suffixes, CIDR ranges, "*") covers `host`."""
     host = host.lower().rstrip(".")
@@ -1179,8 +1167,9 @@ def _env(*names: str) -> Optional[str]:
 
 
 def _proxy_from_env(scheme: str, host: str) -> Optional[str]:
-    """The proxy URL the environment asks for, as curl and requests read it."""
-    if _is_loopback(host) or _bypasses_proxy(host, _env("no_proxy", "NO_PROXY") or ""):
+    """The proxy URL the environment asks for, as curl and requests read it (loopback hosts
+    too: only NO_PROXY exempts a host, e.g. NO_PROXY=localhost,127.0.0.0/8)."""
+    if _bypasses_proxy(host, _env("no_proxy", "NO_PROXY") or ""):
         return None
     if scheme == "https":
         return _env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")

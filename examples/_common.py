@@ -31,8 +31,8 @@ def connect() -> Iterator[Tuple[streamlite.Client, str]]:
         yield streamlite.Client(), os.environ.get("STREAMLITE_MODEL") or DEFAULT_MODEL
         return
     with ChatServer(pace=LOCAL_PACE) as server:
-        # the local server accepts any key
-        client = streamlite.Client(base_url=server.url, api_key="sk-local")
+        # the local server accepts any key; proxy="": a proxy set for this machine cannot reach it
+        client = streamlite.Client(base_url=server.url, api_key="sk-local", proxy="")
         yield client, os.environ.get("STREAMLITE_MODEL") or "local-model"
 
 

@@ -56,7 +56,7 @@ def show_usage(usage: Optional[streamlite.Usage]) -> None:
 
 def main() -> int:
     with ChatServer(pace=0.03) as server:
-        client = streamlite.Client(base_url=server.url, api_key="sk-local-demo")
+        client = streamlite.Client(base_url=server.url, api_key="sk-local-demo", proxy="")
         with client.stream("Tell me a very short story", model="local-model") as stream:
             show(stream)
         show_usage(stream.completion.usage)

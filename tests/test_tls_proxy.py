@@ -502,16 +502,31 @@ def test_http_proxy_from_the_environment(monkeypatch, variable):
     assert header(origin.requests[0], "Host") == "api.example.test:8080"
 
 
-def test_loopback_targets_bypass_environment_proxies(certs, monkeypatch):
-    with Proxy({}) as proxy:
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-            monkeypatch.setenv(name, proxy.url())
-        with Origin() as origin:
+def test_environment_proxies_apply_to_loopback_targets_too(certs, monkeypatch):
+    """As with curl and requests, only NO_PROXY exempts a host: 127.0.0.1 is proxied like any other."""
+    with Origin() as origin, Origin(tls=server_context(certs.good)) as tls_origin:
+        with Proxy({"127.0.0.1": origin.port}, limit=1) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url(credentials=False))
             assert complete(streamlite.Client(origin.url, KEY, **CLIENT)).content == "hello over the wire"
-        with Origin(tls=server_context(certs.good)) as tls_origin:
+        assert [r.line for r in proxy.requests] == ["POST %s/chat/completions HTTP/1.1" % origin.url]
+        with Proxy({"127.0.0.1": tls_origin.port}, limit=1) as proxy:
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url(credentials=False))
             client = streamlite.Client(tls_origin.url, KEY, ca_file=certs.ca, **CLIENT)
             assert complete(client).content == "hello over the wire"
-    assert proxy.accepted == 0 and proxy.requests == []
+        assert [r.line for r in proxy.requests] == ["CONNECT 127.0.0.1:%d HTTP/1.1" % tls_origin.port]
+    assert len(origin.requests) == 1 and len(tls_origin.requests) == 1
+
+
+@pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", "localhost,127.0.0.1", "::1/128, 127.0.0.1/32"])
+def test_no_proxy_exempts_loopback_targets(certs, monkeypatch, no_proxy):
+    with Silent() as proxy, Origin() as origin, Origin(tls=server_context(certs.good)) as tls_origin:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, "http://127.0.0.1:%d" % proxy.port)
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+        assert complete(streamlite.Client(origin.url, KEY, **CLIENT)).content == "hello over the wire"
+        client = streamlite.Client(tls_origin.url, KEY, ca_file=certs.ca, **CLIENT)
+        assert complete(client).content == "hello over the wire"
+        assert not proxy.contacted()
     assert len(origin.requests) == 1 and len(tls_origin.requests) == 1
 
 
@@ -663,15 +678,6 @@ def test_no_proxy_matching(host, no_proxy, expected):
     assert streamlite._bypasses_proxy(host, no_proxy) is expected
 
 
-@pytest.mark.parametrize("host, expected", [
-    ("localhost", True), ("LOCALHOST", True), ("localhost.localdomain", True), ("127.0.0.1", True),
-    ("127.8.9.10", True), ("::1", True),
-    ("10.0.0.1", False), ("example.com", False), ("localhost.example.com", False), ("0.0.0.0", False),
-])
-def test_loopback_detection(host, expected):
-    assert streamlite._is_loopback(host) is expected
-
-
 def _setenv(monkeypatch, **values):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -693,9 +699,12 @@ def _setenv(monkeypatch, **values):
     (dict(HTTPS_PROXY="http://s:1", NO_PROXY="other.test"), "https", "api.test", "http://s:1"),
     (dict(HTTPS_PROXY="http://s:1", NO_PROXY="10.0.0.0/8"), "https", "10.2.3.4", None),
     (dict(HTTPS_PROXY="http://s:1", NO_PROXY="*"), "https", "api.test", None),
-    (dict(HTTPS_PROXY="http://s:1", HTTP_PROXY="http://h:1"), "https", "127.0.0.1", None),  # loopback
-    (dict(HTTPS_PROXY="http://s:1", HTTP_PROXY="http://h:1"), "http", "localhost", None),
-    (dict(ALL_PROXY="http://a:1"), "http", "::1", None),
+    (dict(HTTPS_PROXY="http://s:1", HTTP_PROXY="http://h:1"), "https", "127.0.0.1", "http://s:1"),  # loopback too
+    (dict(HTTPS_PROXY="http://s:1", HTTP_PROXY="http://h:1"), "http", "localhost", "http://h:1"),
+    (dict(ALL_PROXY="http://a:1"), "http", "::1", "http://a:1"),
+    (dict(ALL_PROXY="http://a:1", NO_PROXY="localhost,127.0.0.0/8,::1"), "http", "127.9.9.9", None),
+    (dict(ALL_PROXY="http://a:1", NO_PROXY="localhost,127.0.0.0/8,::1"), "http", "localhost", None),
+    (dict(ALL_PROXY="http://a:1", NO_PROXY="localhost,127.0.0.0/8,::1"), "http", "::1", None),
 ])
 def test_proxy_from_the_environment(monkeypatch, env, scheme, host, expected):
     _setenv(monkeypatch, **env)
