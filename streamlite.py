@@ -1830,6 +1830,11 @@ class _Transport:
                     "the certificate is for another name: check the host in base_url (verify=False "
                     "turns checking off)"
                 )
+            elif "expired" in reason or "not yet valid" in reason:
+                advice = (
+                    "the server's certificate is outside its validity dates: it must be renewed, or "
+                    "this machine's clock is wrong (verify=False turns checking off)"
+                )
             else:
                 advice = (
                     "if a corporate proxy or a private CA signs this certificate, pass ca_file= or "

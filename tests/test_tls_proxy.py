@@ -80,7 +80,7 @@ def assert_no_secret(error):
             assert secret not in text
 
 
-Certs = namedtuple("Certs", "ca good localhost_only")
+Certs = namedtuple("Certs", "ca good localhost_only expired")
 CERTS = pathlib.Path(__file__).parent / "data" / "certs"
 
 
@@ -88,8 +88,8 @@ CERTS = pathlib.Path(__file__).parent / "data" / "certs"
 def certs():
     """A throwaway CA and two server certificates it signed (tests/data/certs, made by its
     make_certs.py): `good` for 127.0.0.1, localhost and api.example.test; `localhost_only` for
-    localhost alone."""
-    return Certs(str(CERTS / "ca.pem"), CERTS / "good", CERTS / "localhost_only")
+    localhost alone; `expired`, `good` but expired in 2021."""
+    return Certs(str(CERTS / "ca.pem"), CERTS / "good", CERTS / "localhost_only", CERTS / "expired")
 
 
 def server_context(cert):
@@ -329,6 +329,21 @@ def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs):
     assert origin.accepted == 1  # a certificate failure is not retried
     assert origin.requests == []  # nothing was sent to a server that could not be verified
     assert len(origin.failures) == 1 and isinstance(origin.failures[0], ssl.SSLError)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_an_expired_certificate_is_refused_and_says_so(certs, use_async):
+    with Origin(tls=server_context(certs.expired), allow_failures=True) as origin:
+        client_type = streamlite.AsyncClient if use_async else streamlite.Client
+        client = client_type(origin.url, KEY, ca_file=certs.ca, **CLIENT)
+        if use_async:
+            error = raises(streamlite.APIConnectionError, lambda: asyncio.run(client.acomplete("hi", model="m")))
+        else:
+            error = raises(streamlite.APIConnectionError, complete, client)
+    message = str(error)
+    assert "TLS certificate verification failed for 127.0.0.1: certificate has expired" in message
+    assert "renewed" in message and "clock" in message and "ca_file" not in message
+    assert origin.requests == []
 
 
 def _check_answer(completion, origin):
