@@ -382,7 +382,9 @@ class SSEDecoder:
 
     Args:
         max_event_bytes: the longest line, and the most data one event may hold; past it
-            feed() raises ProtocolError.
+            feed() raises ProtocolError. Events completed earlier in the same feed() are
+            returned first; the error is then in `failed` and raised by the next feed() or
+            close(), so nothing that arrived whole is lost.
         lenient_error_field: also report the non-standard `error:` field line (old llama.cpp
             servers send their errors that way) as an event of type "error", instead of
             ignoring it as the spec does with unknown fields.
@@ -400,6 +402,7 @@ class SSEDecoder:
         self._skip_lf = False  # the previous feed ended with CR
         self._seen_start = False  # the leading BOM has been dealt with
         self._failed = False
+        self.failed: Optional[ProtocolError] = None  # an error held back behind events
         self._lines = 0
         # the event being assembled
         self._type = ""
@@ -417,7 +420,7 @@ class SSEDecoder:
         """feed(), with each event as a plain (event, data, id, retry) tuple: the client's
         hot path, which does not need the dataclass."""
         if self._failed:
-            raise ProtocolError("the SSE decoder already failed; it takes no more input")
+            self._raise_failed()
         if not data:
             return []
         if self._skip_lf:
@@ -435,7 +438,7 @@ class SSEDecoder:
         if not end:
             self._scanned = len(buffer)
             if self._scanned > self.max_event_bytes:
-                self._fail("an SSE line is longer than the limit of %d bytes" % self.max_event_bytes)
+                self._line_too_long()
             return []
         if end == len(buffer) and buffer[-1] == 13:  # CR: an LF may follow in the next feed
             self._skip_lf = True
@@ -445,8 +448,15 @@ class SSEDecoder:
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if not self._data and not self._type and not self._errors and self._retry is None:
-            return self._blocks(text)
-        return self._interpret(text[:-1].split("\n"))
+            events = self._blocks(text)
+        else:
+            events = self._interpret(text[:-1].split("\n"), [])
+        if self._scanned > self.max_event_bytes and not self._failed:  # the start of the next line
+            try:
+                self._line_too_long()
+            except ProtocolError as exc:
+                self._hold_back(exc, events)
+        return events
 
     def _blocks(self, text: str) -> List[_Event]:
         """The common case a block at a time: while events are each a single `data: ` line
@@ -458,10 +468,10 @@ class SSEDecoder:
         last_id, limit = self._last_id, self.max_event_bytes
         for at, block in enumerate(blocks):
             if block[:6] != "data: " or "\n" in block or len(block) > limit:
-                return events + self._interpret(("\n\n".join(blocks[at:]) + "\n\n" + rest)[:-1].split("\n"))
+                return self._interpret(("\n\n".join(blocks[at:]) + "\n\n" + rest)[:-1].split("\n"), events)
             events.append(("message", block[6:], last_id, None))
         if rest:
-            events += self._interpret(rest[:-1].split("\n"))
+            return self._interpret(rest[:-1].split("\n"), events)
         return events
 
     def close(self) -> List[ServerSentEvent]:
@@ -469,6 +479,8 @@ class SSEDecoder:
         return [ServerSentEvent(*event) for event in self.close_tuples()]
 
     def close_tuples(self) -> List[_Event]:
+        if self.failed is not None:
+            self._raise_failed()
         if self._failed:
             return []
         self._failed = True  # no more input after close()
@@ -494,8 +506,29 @@ class SSEDecoder:
         self._data = []
         raise ProtocolError(message)
 
-    def _interpret(self, lines: List[str]) -> List[_Event]:
-        events: List[_Event] = []
+    def _line_too_long(self) -> None:
+        self._fail("an SSE line is longer than the limit of %d bytes" % self.max_event_bytes)
+
+    def _hold_back(self, error: ProtocolError, events: List[_Event]) -> None:
+        """Raise `error` now, or, behind events that must come out first, at the next call."""
+        if not events:
+            raise error
+        self.failed = error
+
+    def _raise_failed(self) -> None:
+        error, self.failed = self.failed, None
+        raise error or ProtocolError("the SSE decoder already failed; it takes no more input")
+
+    def _interpret(self, lines: List[str], events: List[_Event]) -> List[_Event]:
+        """Interpret lines, adding the events they complete to `events`, and return it. A
+        failure after some events holds the error back in `failed` behind them."""
+        try:
+            self._lines_to_events(lines, events)
+        except ProtocolError as exc:
+            self._hold_back(exc, events)
+        return events
+
+    def _lines_to_events(self, lines: List[str], events: List[_Event]) -> None:
         limit = self.max_event_bytes
         for line in lines:
             if line[:6] == "data: ":  # the common case first
@@ -522,12 +555,11 @@ class SSEDecoder:
             if self._data_size > limit or len(line) > limit:
                 self._fail("an SSE event is larger than the limit of %d bytes" % limit)
             self._data.append(value)
-        return events
 
     def _field(self, line: str, limit: int) -> Optional[str]:
         """Interpret a line other than `data: ...`; return the value if it is a data line."""
         if len(line) > limit:
-            self._fail("an SSE line is longer than the limit of %d bytes" % limit)
+            self._line_too_long()
         if line[0] == ":":  # a comment, e.g. ": keep-alive"
             return None
         name, colon, value = line.partition(":")
@@ -1372,15 +1404,31 @@ class _ChunkedDecoder:
         self._rest = b""
         self._trailers = 0
         self._sizes: Dict[bytes, int] = {}  # size lines seen ("fa\r"), for _whole_chunks
+        self.failed: Optional[ProtocolError] = None  # raised after the data before it is out
 
     @property
     def done(self) -> bool:
         return self._state == self._DONE
 
     def feed(self, data: bytes) -> bytes:
+        """The chunk data in `data`. Bad framing raises, unless chunks came before it in the
+        same piece: those are returned and the error waits in `failed` (nothing is lost)."""
+        if self.failed is not None:
+            raise self.failed
+        out: List[bytes] = []
+        try:
+            self._decode(data, out)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self.failed = exc
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+    def _decode(self, data: bytes, out: List[bytes]) -> None:
         buffer = self._rest + data if self._rest else data
         pos, end = 0, len(buffer)
-        out: List[bytes] = []
         state = self._state
         while pos < end and state != self._DONE:
             if state == self._SIZE:
@@ -1416,9 +1464,6 @@ class _ChunkedDecoder:
                 state = self._size_line(line) if state == self._SIZE else self._trailer_line(line)
         self._state = state
         self._rest = buffer[pos:] if pos < end and state != self._DONE else b""
-        if len(out) == 1:
-            return out[0]
-        return b"".join(out)
 
     def _whole_chunks(self, buffer: bytes, pos: int, out: List[bytes]) -> int:
         """The fast path: take the chunks that are whole in the buffer from `pos` on (size
@@ -1516,6 +1561,11 @@ class _BodyFramer:
         """How much to read next without reading past the body."""
         return _READ_SIZE if self.left is None or self._chunks is not None else min(_READ_SIZE, self.left)
 
+    @property
+    def failed(self) -> Optional[ProtocolError]:
+        """Bad framing found after good data in the last piece: raise it once that is out."""
+        return self._chunks.failed if self._chunks is not None else None
+
     def feed(self, data: bytes) -> bytes:
         if self._chunks is not None:
             return self._chunks.feed(data)
@@ -1565,6 +1615,8 @@ class _Response:
                     yield payload
                 else:
                     yield from inflater.feed(payload)
+                if framer.failed is not None:
+                    raise framer.failed
 
     def read_bounded(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body (an error body); the rest is not read."""
@@ -1972,6 +2024,8 @@ class _AsyncResponse:
             if payload:
                 for piece in [payload] if inflater is None else inflater.feed(payload):
                     yield piece
+                if framer.failed is not None:
+                    raise framer.failed
 
     async def read_bounded(self, limit: int) -> bytes:
         out = bytearray()
@@ -2220,6 +2274,8 @@ class _StreamState:
             yield from self._chunk_deltas(chunk)
             if self.error is not None:  # an error chunk: its deltas are out, now stop
                 return
+        if self.sse.failed is not None:  # a fault after whole events: they are out, now stop
+            self.error = self.sse.failed
 
     def flush(self) -> List[Delta]:
         """Deltas held back by the chunk decoder, handed out when the stream ends."""

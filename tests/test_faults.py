@@ -308,6 +308,27 @@ def test_truncated_chunked_body():
     assert_clean(error)
 
 
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_bad_chunk_framing_after_good_chunks_in_one_piece_keeps_them(use_async):
+    """The whole chunks before the bad size line are handed out, then it raises at once (the
+    server keeps the connection open: nothing waits for more bytes or a timeout)."""
+    wire = head(chunked=True) + chunk(delta("kept")) + chunk(delta(" too")) + b"zz\r\n"
+    with FaultServer([send(wire), hold(timeout=10)]) as server:
+        if use_async:
+            import asyncio
+
+            c = streamlite.AsyncClient(server.url, KEY, read_timeout=5, max_retries=0)
+            error, elapsed = failing(lambda: asyncio.run(c.acomplete("hi")), streamlite.ProtocolError)
+        else:
+            c = client(server, read_timeout=5)
+            error, elapsed = failing(lambda: c.complete("hi"), streamlite.ProtocolError)
+        server.release()
+    assert "malformed chunked body" in str(error)
+    assert elapsed < 2.5
+    assert_partial(error, "kept too")
+    assert_clean(error)
+
+
 def test_truncated_content_length_body():
     body = delta("half") + finish() + DONE
     script = [send(head(length=len(body)) + body[: len(delta("half")) + 10]), close()]
@@ -765,6 +786,28 @@ def test_giant_event_of_many_lines_stops_at_max_event_bytes():
     assert "%d" % LIMIT in str(error) and "event" in str(error)
     assert elapsed < SLACK
     assert_partial(error, "before")
+    assert_clean(error)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_events_before_an_oversized_event_in_the_same_read_are_kept(framing):
+    """One send: two whole events, then an event over the limit; the server keeps the connection
+    open. The two are handed out, then it raises at once (no wait for more bytes or a timeout)."""
+    body = delta("first") + delta(" second") + b"data: " + b"z" * 3000 + b"\n\n"  # one read
+    wire = head(chunked=True) + chunk(body) if framing == "chunked" else head() + body
+    with FaultServer([send(wire), hold(timeout=10)]) as server:
+        c = client(server, max_event_bytes=2048, read_timeout=5)
+        seen = []
+        def run():
+            with c.stream("hi") as stream:
+                for item in stream:
+                    seen.append(item)
+        error, elapsed = failing(run, streamlite.ProtocolError)
+        server.release()
+    assert [d.text for d in seen] == ["first", " second"]
+    assert "limit of 2048 bytes" in str(error)
+    assert elapsed < 2.5
+    assert_partial(error, "first second")
     assert_clean(error)
 
 

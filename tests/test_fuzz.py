@@ -4,6 +4,7 @@ typed errors, and never lose what was decoded before a failure."""
 
 import pathlib
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,6 +105,23 @@ def test_chunked_framing_is_split_invariant(payloads, sizes):
     decoder = streamlite._ChunkedDecoder()
     out = b"".join(decoder.feed(piece) for piece in splits(wire, sizes))
     assert out == b"".join(payloads) and decoder.done
+
+
+@FUZZ
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8), st.lists(st.integers(1, 64), max_size=40),
+       st.sampled_from([b"zz\r\n", b"5\r\nabcdeXY", b"\r\n"]))
+def test_chunked_framing_hands_out_every_whole_chunk_before_bad_framing(payloads, sizes, garbage):
+    """However the bytes are split, the chunks before the bad framing all come out, then it raises."""
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in payloads) + garbage
+    decoder = streamlite._ChunkedDecoder()
+    out = []
+    with pytest.raises(ProtocolError, match="malformed chunked body"):
+        for piece in splits(wire, sizes) + [b"\r\n"]:  # a last piece: an incomplete bad line fails too
+            out.append(decoder.feed(piece))
+            if decoder.failed is not None:
+                raise decoder.failed
+    assert b"".join(out)[: len(b"".join(payloads))] == b"".join(payloads)
+    assert len(b"".join(out)) <= len(b"".join(payloads)) + 5  # at most the bad chunk's own data
 
 
 @FUZZ

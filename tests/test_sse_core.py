@@ -112,7 +112,7 @@ class _LineByLine(SSEDecoder):
     """The decoder without its block-at-a-time fast path: every line through _interpret."""
 
     def _blocks(self, text):
-        return self._interpret(text[:-1].split("\n"))
+        return self._interpret(text[:-1].split("\n"), [])
 
 
 SSE_LINES = st.sampled_from([
@@ -127,9 +127,10 @@ def _events_or_error(decoder, pieces):
     try:
         for piece in pieces:
             events += decoder.feed(piece)
+        events += decoder.close()
     except ProtocolError as exc:
         return events, str(exc)
-    return events + decoder.close(), None
+    return events, None
 
 
 @settings(max_examples=300, deadline=None)
@@ -140,3 +141,35 @@ def test_the_fast_path_gives_exactly_the_events_of_the_line_by_line_path(lines, 
     pieces = _splits(data, seed)
     fast, slow = SSEDecoder(1024, lenient_error_field=lenient), _LineByLine(1024, lenient_error_field=lenient)
     assert _events_or_error(fast, pieces) == _events_or_error(slow, pieces)
+
+
+def test_events_before_an_oversized_line_in_the_same_feed_come_out_first():
+    decoder = SSEDecoder(64)
+    events = decoder.feed(b"data: one\n\nevent: x\ndata: two\n\ndata: " + b"z" * 100 + b"\n\n")
+    assert events == [E("message", "one"), E("x", "two")]
+    assert isinstance(decoder.failed, ProtocolError)
+    with pytest.raises(ProtocolError, match="larger than the limit of 64 bytes"):
+        decoder.feed(b"data: more\n\n")
+    with pytest.raises(ProtocolError, match="already failed"):
+        decoder.feed(b"data: more\n\n")
+
+
+def test_a_held_back_error_is_raised_by_close_too():
+    decoder = SSEDecoder(64)
+    assert decoder.feed(b"data: one\n\n: " + b"c" * 100 + b"\n") == [E("message", "one")]
+    with pytest.raises(ProtocolError, match="longer than the limit of 64 bytes"):
+        decoder.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text("abc{}\" ", max_size=20), min_size=1, max_size=10), seed=st.integers(0, 10**6),
+       fault=st.sampled_from([b"data: " + b"y" * 80 + b"\n", b": " + b"c" * 80 + b"\n", b"data: " + b"x" * 200]))
+def test_every_event_before_a_fault_comes_out_under_any_split(texts, seed, fault):
+    wire = b"".join(b"data: " + t.encode() + b"\n\n" for t in texts) + fault
+    decoder = SSEDecoder(64)
+    events = []
+    with pytest.raises(ProtocolError, match="limit of 64 bytes"):
+        for piece in _splits(wire, seed):
+            events += decoder.feed(piece)
+        decoder.close()
+    assert events == [E("message", t) for t in texts]
