@@ -959,13 +959,34 @@ class _ToolCallParts:
         )
 
 
+_FRAGMENTS_PER_BLOCK = 1024
+
+
+class _Fragments(List[str]):
+    """Text fragments in arrival order; every _FRAGMENTS_PER_BLOCK are joined into one block, since
+    a 4-character str costs 53 bytes alone: a long stream's list would take 15x its text."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: List[str] = []
+
+    def compact(self) -> None:
+        self.blocks.append("".join(self))
+        self.clear()
+
+    def text(self) -> str:
+        return "".join(self.blocks) + "".join(self)
+
+
 class _ChoiceParts:
     __slots__ = ("index", "content", "reasoning", "refusal", "tool_calls", "finish_reason")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.content: List[str] = []
-        self.reasoning: List[str] = []
+        self.content = _Fragments()
+        self.reasoning = _Fragments()
         self.refusal: Optional[List[str]] = None
         self.tool_calls: Dict[int, _ToolCallParts] = {}
         self.finish_reason: Optional[str] = None
@@ -975,8 +996,8 @@ class _ChoiceParts:
         refusal = None if self.refusal is None else "".join(self.refusal)
         return Choice(
             self.index,
-            "".join(self.content),
-            "".join(self.reasoning),
+            self.content.text(),
+            self.reasoning.text(),
             refusal,
             calls,
             self.finish_reason,
@@ -1011,9 +1032,15 @@ class Accumulator:
             parts = self._choices.get(delta.choice)  # type: ignore[attr-defined]
             if parts is None:
                 parts = self._choice(delta.choice)  # type: ignore[attr-defined]
-            parts.content.append(delta.text)  # type: ignore[attr-defined]
+            content = parts.content
+            content.append(delta.text)  # type: ignore[attr-defined]
+            if len(content) >= _FRAGMENTS_PER_BLOCK:
+                content.compact()
         elif kind is ReasoningDelta:
-            self._choice(delta.choice).reasoning.append(delta.text)  # type: ignore[attr-defined]
+            reasoning = self._choice(delta.choice).reasoning  # type: ignore[attr-defined]
+            reasoning.append(delta.text)  # type: ignore[attr-defined]
+            if len(reasoning) >= _FRAGMENTS_PER_BLOCK:
+                reasoning.compact()
         elif kind is ToolCallDelta:
             self._add_tool_call(delta)  # type: ignore[arg-type]
         elif kind is Finish:
