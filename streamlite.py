@@ -98,6 +98,7 @@ DEFAULT_AZURE_API_VERSION = "2024-10-21"
 USER_AGENT = "streamlite/" + __version__
 
 JSON = Any  # a value decoded by json.loads
+_JSON_ERRORS = (ValueError, RecursionError)  # invalid JSON, or nested deeper than the parser goes
 _Event = Tuple[str, str, str, Optional[int]]  # a ServerSentEvent's fields, in order
 Messages = Union[str, Sequence[Mapping[str, Any]]]
 
@@ -201,9 +202,33 @@ def _reason_phrase(status: int) -> str:
 
 def _clip(value: Any, limit: int = 200) -> str:
     """Return repr-free text of `value`, cut to `limit` characters, for error messages."""
-    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = repr(_pruned(value))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pruned(value: Any, depth: int = 32) -> Any:
+    """Decoded JSON with what lies below `depth` levels replaced by a marker: a server can nest
+    JSON deeper than repr() and json.dumps() go (they raise RecursionError)."""
+    if isinstance(value, dict):
+        return {key: _pruned(item, depth - 1) for key, item in value.items()} if depth else "(nested too deeply)"
+    if isinstance(value, (list, tuple)):
+        return [_pruned(item, depth - 1) for item in value] if depth else "(nested too deeply)"
+    return value
+
+
+def _json_text(value: Any, ensure_ascii: bool = True) -> str:
+    """json.dumps() of a decoded server value, pruned if it is nested too deeply to dump."""
+    try:
+        return json.dumps(value, ensure_ascii=ensure_ascii)
+    except RecursionError:
+        return json.dumps(_pruned(value), ensure_ascii=ensure_ascii)
 
 
 ###############################################################################
@@ -298,7 +323,7 @@ class ToolCall:
         """Return the arguments decoded from JSON ({} when empty); ProtocolError if invalid."""
         try:
             return json.loads(self.arguments) if self.arguments.strip() else {}
-        except ValueError as exc:
+        except _JSON_ERRORS as exc:
             raise ProtocolError(
                 "tool call %r has arguments that are not valid JSON: %s" % (self.name, exc)
             ) from None
@@ -704,7 +729,7 @@ def error_fields(payload: Any) -> Optional[Tuple[str, Any, Optional[str]]]:
         if isinstance(message, list):  # {"error": {"message": [..]}}
             message = "; ".join(str(item) for item in message)
         return (
-            str(message) if message else _clip(json.dumps(inner)),
+            str(message) if message else _clip(_json_text(inner)),
             code,
             _as_str(inner.get("type") or inner.get("status")),
         )
@@ -886,7 +911,7 @@ class ChunkDecoder:
         if arguments is None:
             arguments = ""
         elif not isinstance(arguments, str):  # some servers send the arguments as an object
-            arguments = json.dumps(arguments, ensure_ascii=False)
+            arguments = _json_text(arguments, ensure_ascii=False)
         call_id = call.get("id")
         call_id = call_id if isinstance(call_id, str) and call_id else None
         name = function.get("name")
@@ -1706,7 +1731,7 @@ def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: by
     if text.strip()[:1] in ("{", "["):
         try:
             payload = json.loads(text)
-        except ValueError:
+        except _JSON_ERRORS:
             payload = None
     fields = error_fields(payload) if payload is not None else None
     if fields is not None:
@@ -2290,7 +2315,7 @@ class _StreamState:
             else:
                 try:
                     chunk = loads(data)
-                except ValueError as exc:
+                except _JSON_ERRORS as exc:
                     self.error = ProtocolError(
                         "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
                     )
@@ -2325,7 +2350,7 @@ class _StreamState:
         text = body.decode("utf-8", "replace")
         try:
             chunk = json.loads(text)
-        except ValueError:
+        except _JSON_ERRORS:
             raise ProtocolError(
                 "expected an event stream, got an application/json body that is not valid JSON: %r"
                 % _clip(text, 80)
@@ -2388,7 +2413,7 @@ class _StreamState:
         """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
         try:
             payload = json.loads(data)
-        except ValueError:
+        except _JSON_ERRORS:
             payload = None
         if kind == "error":
             fields = error_fields(payload) if payload is not None else None
@@ -2593,7 +2618,7 @@ def _non_object_error(value: Any, number: int) -> StreamliteError:
     fields = error_fields(value)
     if fields is not None:
         return APIError(fields[0], code=fields[1], type=fields[2], body=value)
-    return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(json.dumps(value), 80)))
+    return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(_json_text(value), 80)))
 
 
 def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
@@ -3032,7 +3057,7 @@ def _scrub(error: StreamliteError, secrets: Sequence[str]) -> None:
         value = getattr(error, name, None)
         if isinstance(value, str):
             setattr(error, name, clean(value))
-        elif value is not None and any(secret in json.dumps(value) for secret in secrets):
+        elif value is not None and any(secret in _json_text(value) for secret in secrets):
             setattr(error, name, "[redacted: the body contained a secret]")
     if isinstance(error, APIError):
         error.args = (error._render(),)
@@ -3150,7 +3175,7 @@ def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
             raise ValueError("-X takes KEY=VALUE, got %r" % pair)
         try:
             body[key] = json.loads(value)
-        except ValueError:
+        except _JSON_ERRORS:
             body[key] = value
     return body
 
@@ -3180,22 +3205,31 @@ def _prompt(words: Sequence[str]) -> Optional[str]:
     return prompt or piped or None
 
 
-def _delta_json(delta: Delta) -> Dict[str, Any]:
-    from dataclasses import asdict
+def _plain(value: Any) -> Any:
+    """A value type as dicts and lists for json.dumps. Unlike dataclasses.asdict it does not
+    copy the decoded JSON the types hold (raw, extra, extras): a copy would recurse in Python
+    and fail on JSON nested a few hundred levels deep."""
+    from dataclasses import fields, is_dataclass
 
+    if is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _plain(getattr(value, item.name)) for item in fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _delta_json(delta: Delta) -> Dict[str, Any]:
     kind = type(delta)
     if kind is Usage:
-        return dict(type="usage", **{k: v for k, v in asdict(delta).items() if k != "choice"})
+        return dict(type="usage", **{k: v for k, v in _plain(delta).items() if k != "choice"})
     names = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal", ToolCallDelta: "tool_call", Finish: "finish"}
     out: Dict[str, Any] = {"type": names.get(kind, kind.__name__.lower())}
-    out.update((k, v) for k, v in asdict(delta).items() if k != "raw")
+    out.update((k, v) for k, v in _plain(delta).items() if k != "raw")
     return out
 
 
 def _completion_json(completion: Completion) -> Dict[str, Any]:
-    from dataclasses import asdict
-
-    out = asdict(completion)
+    out: Dict[str, Any] = _plain(completion)
     out["type"] = "completion"
     if completion.stats is not None:
         out["stats"]["tokens_per_second"] = completion.stats.tokens_per_second
@@ -3246,7 +3280,7 @@ class _Printer:
 
     def delta(self, delta: Delta) -> None:
         if self.args.jsonl:
-            self.write(json.dumps(_delta_json(delta), ensure_ascii=False) + "\n")
+            self.write(_json_text(_delta_json(delta), ensure_ascii=False) + "\n")
             return
         kind = type(delta)
         mode = self.args.reasoning
@@ -3262,7 +3296,7 @@ class _Printer:
 
     def finish(self, completion: Completion) -> None:
         if self.args.jsonl:
-            self.write(json.dumps(_completion_json(completion), ensure_ascii=False) + "\n")
+            self.write(_json_text(_completion_json(completion), ensure_ascii=False) + "\n")
         elif self.args.reasoning != "only":
             for call in completion.tool_calls:
                 self.end_line()

@@ -612,6 +612,34 @@ def _in_order(lines):
     return runs
 
 
+def test_jsonl_prints_extras_nested_deeper_than_dataclasses_asdict_goes():
+    """A chunk whose extra fields nest 600 levels (json.loads takes it; dataclasses.asdict, which
+    copies in Python, does not on CPython): the lines still come, no traceback."""
+    deep = b"[" * 600 + b"]" * 600
+    body = (b'data: {"choices":[{"index":0,"delta":{"content":"ok\xc3\xa9"},"finish_reason":"stop"}],"deep":' + deep
+            + b',"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"x":' + deep + b'}}\r\n\r\n'
+            + b"data: [DONE]\n\n")
+    with Recorder(body=body) as rec:
+        result = _run("--base-url", rec.url, "--jsonl", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = _jsonl(result.stdout)
+    assert [line["type"] for line in lines] == ["content", "finish", "usage", "completion"]
+    assert lines[-1]["content"] == "ok\u00e9" and lines[-1]["usage"]["total_tokens"] == 2
+    assert json.dumps(lines[-1]["extras"]["deep"]) == deep.decode()
+
+
+def test_json_too_deep_for_json_dumps_is_printed_pruned():
+    deep = []
+    for _ in range(5000):  # built in a loop: deeper than any json.dumps or repr goes
+        deep = [deep]
+    completion = streamlite.Completion(content="ok", extras={"deep": deep})
+    line = streamlite._json_text(streamlite._completion_json(completion), ensure_ascii=False)
+    printed = json.loads(line)
+    assert printed["content"] == "ok" and "(nested too deeply)" in line
+    assert "(nested too deeply)" in streamlite._clip(deep)
+
+
 def test_jsonl_lines_in_order_and_content_adds_up(chat):
     result = _run("--base-url", chat.url, "--jsonl", "hi")
     assert result.returncode == 0, result.stderr

@@ -811,6 +811,33 @@ def test_events_before_an_oversized_event_in_the_same_read_are_kept(framing):
     assert_clean(error)
 
 
+DEEP = b"[" * 100000
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("wire, kind, partial", [
+    (head() + delta("ok") + b"data: " + DEEP + b"\n\n", streamlite.ProtocolError, "ok"),
+    (head() + delta("ok") + b"event: error\ndata: " + DEEP + b"\n\n", streamlite.APIError, "ok"),
+    (head() + delta("ok") + b'data: {"error": {"detail": ' + DEEP + b"}}\n\n", streamlite.ProtocolError, "ok"),
+    (head(ctype="application/json") + DEEP, streamlite.ProtocolError, None),
+    (head(400, "Bad Request", ctype="application/json") + DEEP, streamlite.APIError, None),
+], ids=["event", "error event", "error object", "200 json", "400 json"])
+def test_json_nested_deeper_than_the_parser_goes_is_a_typed_error(wire, kind, partial, use_async):
+    """json.loads raises RecursionError (not ValueError) on deep nesting: still a typed error."""
+    with FaultServer([send(wire), close()]) as server:
+        if use_async:
+            import asyncio
+
+            c = streamlite.AsyncClient(server.url, KEY, read_timeout=5, max_retries=0)
+            error, _ = failing(lambda: asyncio.run(c.acomplete("hi")), kind)
+        else:
+            error, _ = failing(lambda: client(server).complete("hi"), kind)
+    assert len(str(error)) < 1000
+    if partial is not None:
+        assert_partial(error, partial)
+    assert_clean(error)
+
+
 def test_huge_error_body_is_read_only_in_part():
     total = 50 * 2**20
     script = [send(head(500, "Internal Server Error", "text/plain", length=total)), flood(b"z" * 65536, total)]
