@@ -40,8 +40,10 @@ from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
+    AsyncIterator,
     Callable,
     Dict,
+    Generator,
     Iterable,
     Iterator,
     List,
@@ -138,6 +140,7 @@ class APIError(StreamliteError):
         retry_after: Optional[float] = None,
         request_id: Optional[str] = None,
         partial: Optional[Completion] = None,
+        display: Optional[str] = None,
     ) -> None:
         self.message = message
         self.status = status
@@ -148,27 +151,30 @@ class APIError(StreamliteError):
         self.retry_after = retry_after
         self.request_id = request_id
         self.partial = partial
+        self._display = display  # the message as shown: an HTML page's title, clipped
         super().__init__(self._render())
 
     def _render(self) -> str:
+        message = self.message if self._display is None else self._display
         if self.status is None:
-            text = "error in stream: " + self.message
+            text = "error in stream: " + message
         else:
             reason = _reason_phrase(self.status)
-            message = _text_of_body(self.message)  # an HTML page shows as its title
             text = "%d%s: %s" % (self.status, " " + reason if reason else "", message)
-        if self.code not in (None, "") and str(self.code) != str(self.status):
-            text += " (code %s)" % (self.code,)
+        code = self.code if isinstance(self.code, (str, int)) else None
+        if code not in (None, "") and str(code) != str(self.status) and len(str(code)) <= 100:
+            text += " (code %s)" % (code,)
         return text
 
 
 class APIConnectionError(StreamliteError, ConnectionError):
     """Could not connect, or the connection broke before the stream ended."""
 
-    def __init__(self, message: str, *, partial: Optional[Completion] = None) -> None:
+    def __init__(self, message: str, *, partial: Optional[Completion] = None, retryable: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.partial = partial
+        self._retryable = retryable  # the retry policy may send the request again
 
     def __str__(self) -> str:
         return self.message
@@ -200,6 +206,14 @@ def _reason_phrase(status: int) -> str:
         return ""
 
 
+###############################################################################
+# Helpers #####################################################################
+###############################################################################
+#
+# Small functions that several sections below use: clipping text for messages, rendering
+# decoded JSON safely (however deep a server nests it), scrubbing secrets, and fast JSON.
+
+
 def _clip(value: Any, limit: int = 200) -> str:
     """Return repr-free text of `value`, cut to `limit` characters, for error messages."""
     if isinstance(value, str):
@@ -229,6 +243,113 @@ def _json_text(value: Any, ensure_ascii: bool = True) -> str:
         return json.dumps(value, ensure_ascii=ensure_ascii)
     except RecursionError:
         return json.dumps(_pruned(value), ensure_ascii=ensure_ascii)
+
+
+def _loads(text: str, _scan: Callable[[str, int], Tuple[Any, int]] = json.JSONDecoder().scan_once) -> Any:  # type: ignore[attr-defined]
+    """json.loads(text) for one event's data, without its two layers of Python wrappers (a
+    third of its cost on a short object). Anything unusual takes json.loads itself."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)  # leading whitespace, or invalid: loads says which
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        return json.loads(text)  # extra data: loads raises the usual error
+    return value
+
+
+_HTML_LIMIT = 256 * 1024  # the most of an HTML page looked at for its text
+
+
+def _text_of_body(text: str) -> str:
+    """Readable text of a non-JSON body: an HTML page's title (or its text), else the text."""
+    lowered = text[:_HTML_LIMIT].lower()
+    if "<html" in lowered or "<!doctype" in lowered or "<title" in lowered:
+        start = lowered.find("<title")
+        if start >= 0:
+            start = lowered.find(">", start) + 1
+            end = lowered.find("</title", start)
+            if 0 < start <= end:
+                return _clip(text[start:end], 200)
+        text = _strip_tags(text[:_HTML_LIMIT], lowered)
+    return _clip(text, 300)
+
+
+def _strip_tags(text: str, lowered: str) -> str:
+    """The text of HTML without its tags, scripts and styles, in one pass (a regular
+    expression backtracks on `<` without `>`: quadratic)."""
+    out: List[str] = []
+    pos = 0
+    while True:
+        start = text.find("<", pos)
+        if start < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:start])
+        end = text.find(">", start)
+        for name in ("script", "style"):
+            if end >= 0 and lowered.startswith(name, start + 1):
+                close = lowered.find("</" + name, end)
+                end = lowered.find(">", close) if close >= 0 else -1
+        if end < 0:
+            break  # an unclosed tag: the rest is markup
+        out.append(" ")
+        pos = end + 1
+    return "".join(out)
+
+
+_REDACTED = "[redacted]"
+_SECRET_PREFIX = 6  # this much of a secret, and what follows it of the secret, is redacted
+
+
+def _scrub_text(text: str, secrets: Sequence[str]) -> str:
+    """`text` without any secret, nor any piece of one that starts with its first characters
+    (a secret cut short by a clip still shows its start)."""
+    for secret in secrets:
+        head = secret[:_SECRET_PREFIX]
+        found = text.find(head)
+        while found >= 0:
+            end = found + len(head)
+            limit = min(len(text), found + len(secret))
+            while end < limit and text[end] == secret[end - found]:
+                end += 1
+            text = text[:found] + _REDACTED + text[end:]
+            found = text.find(head, found + len(_REDACTED))
+    return text
+
+
+def _scrub_value(value: Any, secrets: Sequence[str]) -> Any:
+    """A decoded JSON value (or any value) without secrets in its text."""
+    if isinstance(value, str):
+        return _scrub_text(value, secrets)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = _json_text(value, ensure_ascii=False) if isinstance(value, (dict, list)) else repr(value)
+    if not any(secret[:_SECRET_PREFIX] in text for secret in secrets):
+        return value
+    if isinstance(value, (dict, list)):
+        try:
+            return json.loads(_scrub_text(text, secrets))
+        except _JSON_ERRORS:
+            pass
+    return _scrub_text(text, secrets)
+
+
+def _scrub(error: StreamliteError, secrets: Sequence[str]) -> StreamliteError:
+    """Remove secrets (and their starts) from every attribute and the text of an error, in
+    case a server echoed them back; return the error."""
+    if not secrets:
+        return error
+    for name in ("message", "code", "type", "body", "request_id", "_display"):
+        if hasattr(error, name):
+            setattr(error, name, _scrub_value(getattr(error, name), secrets))
+    headers = getattr(error, "headers", None)
+    if isinstance(headers, dict):
+        error.headers = {key: _scrub_text(value, secrets) for key, value in headers.items()}  # type: ignore[attr-defined]
+    if isinstance(error, APIError):
+        error.args = (error._render(),)
+    else:
+        error.args = tuple(_scrub_value(arg, secrets) for arg in error.args)
+    return error
 
 
 ###############################################################################
@@ -356,14 +477,19 @@ class Stats:
     gap_p95: Optional[float] = None
     gap_max: Optional[float] = None
     completion_tokens: Optional[int] = None
+    connection_reused: bool = False  # the request went out on a kept-alive connection
 
     @property
     def tokens_per_second(self) -> Optional[float]:
-        """Completion tokens per second after the first token, when usage was reported."""
+        """Completion tokens per second after the first token, when usage was reported and the
+        tokens came as a stream (not all at once: a non-streamed answer has no rate)."""
         first = self.time_to_first_reasoning or self.time_to_first_content
-        if not self.completion_tokens or first is None or self.duration <= first:
+        if not self.completion_tokens or first is None or self.duration <= first or self.events < 2:
             return None
-        return self.completion_tokens / (self.duration - first)
+        try:
+            return float(self.completion_tokens) / (self.duration - first)
+        except OverflowError:  # a server's absurd token count
+            return None
 
 
 @dataclass(frozen=True)
@@ -598,7 +724,7 @@ class SSEDecoder:
             if "\0" not in value:
                 self._last_id = value
         elif name == "retry":
-            if value.isdigit() and value.isascii():
+            if value.isdigit() and value.isascii() and len(value) <= 18:  # longer: ignored, not a ValueError
                 self._retry = int(value)
         elif name == "error" and self._lenient:
             self._errors.append(value)
@@ -618,10 +744,11 @@ class SSEDecoder:
 
 
 ###############################################################################
-# Chunk decoding ##############################################################
+# Wire dialects (no I/O) ######################################################
 ###############################################################################
 #
-# All knowledge of providers' field names lives here. A chunk is one decoded `data:` object,
+# One small decoder per wire API, and the request bodies they take. All knowledge of
+# providers' field names lives here. A chunk is one decoded `data:` object,
 # normally a `chat.completion.chunk`; an ordinary `chat.completion` (a server that ignored
 # "stream") decodes to the same deltas through `message` instead of `delta`. Unknown fields are
 # ignored here and stay reachable as the raw chunk (Stream.last_chunk, Completion.extras).
@@ -758,7 +885,9 @@ class _ThinkSplitter:
     """Split content that inlines reasoning as <think>...</think> (DeepSeek-R1 on some hosts).
 
     A tag may be cut across deltas, so a trailing piece that could start one is held back until
-    the next delta shows whether it does (flush() hands it over at the end of the stream).
+    the next delta shows whether it does (flush() hands it over at the end of the stream). Only
+    one block, at the start of the content, is reasoning: once it closed (or the answer began
+    without one), a literal <think> in the answer is text.
     """
 
     OPEN, CLOSE = "<think>", "</think>"
@@ -767,6 +896,7 @@ class _ThinkSplitter:
         self.inside = False
         self.held = ""
         self.trim = False  # drop the blank lines between </think> and the answer
+        self.settled = False  # the answer has begun: no more tags are looked for
 
     def split(self, text: str) -> List[Tuple[bool, str]]:
         """Return (is_reasoning, text) pieces of `text`, in order."""
@@ -774,6 +904,9 @@ class _ThinkSplitter:
         self.held = ""
         pieces: List[Tuple[bool, str]] = []
         while text:
+            if self.settled:
+                self._emit(text, pieces)
+                break
             tag = self.CLOSE if self.inside else self.OPEN
             found = text.find(tag)
             if found < 0:
@@ -783,9 +916,13 @@ class _ThinkSplitter:
                 self._emit(text, pieces)
                 break
             self._emit(text[:found], pieces)
+            if self.settled:  # the answer began before this tag: it is text
+                self._emit(text[found:], pieces)
+                break
             text = text[found + len(tag) :]
             self.inside = not self.inside
             self.trim = not self.inside
+            self.settled = not self.inside
         return pieces
 
     def flush(self) -> List[Tuple[bool, str]]:
@@ -800,6 +937,11 @@ class _ThinkSplitter:
             self.trim = not text
         if text:
             pieces.append((self.inside, text))
+            if not self.inside and text.strip():
+                self.settled = True
+
+
+_MAX_TRACKED_CALLS = 4096  # tool-call ids remembered for calls without an index (bounded memory)
 
 
 class ChunkDecoder:
@@ -872,6 +1014,8 @@ class ChunkDecoder:
             delta = choice.get("message")  # a whole chat.completion
         if delta and isinstance(delta, dict):
             self._decode_delta(delta, index, out)
+        elif type(choice.get("text")) is str and choice["text"]:  # the legacy completions API
+            self._content(choice["text"], index, out)
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str):
             out.append(Finish(reason, index))
@@ -930,7 +1074,7 @@ class ChunkDecoder:
                 index = self._last_call[choice]  # a continuation: arguments only
             else:
                 index = count
-        if call_id is not None:
+        if call_id is not None and len(self._call_ids) < _MAX_TRACKED_CALLS:
             self._call_ids.setdefault((choice, call_id), index)
         self._call_count[choice] = max(count, index + 1)
         self._last_call[choice] = index
@@ -941,9 +1085,107 @@ def parse_chunk(obj: Mapping[str, Any]) -> List[Delta]:
     """Turn one `chat.completion.chunk` object into typed deltas (stateless).
 
     Tool-call fragments without an `index` are numbered by their position in this chunk; a
-    Stream uses a ChunkDecoder, which remembers them across chunks.
+    Stream uses a ChunkDecoder, which remembers them across chunks. A chunk that is an error
+    (`{"error": {...}}`, or a choice that finished with "error") raises APIError, as a stream
+    would.
     """
-    return ChunkDecoder().decode(obj)
+    decoder = _ChatDialect()
+    deltas = decoder.decode(obj)
+    error = decoder.error_of(obj)
+    if error is not None:
+        raise error
+    return deltas
+
+
+def _chunk_error(chunk: Mapping[str, Any]) -> Optional[APIError]:
+    """The APIError a chunk carries ({"error": ...}, object "error", Groq's x_groq.error)."""
+    groq = chunk.get("x_groq")
+    if chunk.get("error") or chunk.get("object") == "error" or (isinstance(groq, dict) and groq.get("error")):
+        fields = error_fields(chunk)
+        if fields is not None:
+            return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=dict(chunk))
+    return None
+
+
+def _finish_reason_error(choice: Mapping[str, Any], chunk: Mapping[str, Any]) -> APIError:
+    """A choice that ended with finish_reason "error" but no top-level error object."""
+    fields = error_fields(choice) if choice.get("error") else None
+    if fields is None:
+        fields = ('the provider ended choice %s with finish_reason "error"' % _clip(choice.get("index", 0), 20), None, None)
+    return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=dict(chunk))
+
+
+class _ChatDialect(ChunkDecoder):
+    """The chat completions stream (and the legacy completions one, whose choices carry `text`)
+    as the stream decoder sees a dialect: chunks in, deltas out, and how the stream ends."""
+
+    terminal = False  # no event ends the stream; [DONE] or the body's end does
+    terminal_needed = False
+    ending = "[DONE] and without a finish reason"
+
+    def is_chunk(self, payload: Mapping[str, Any]) -> bool:
+        """Whether a named event's JSON is a chunk of this stream."""
+        return "choices" in payload or "error" in payload or "usage" in payload
+
+    def is_whole(self, payload: Mapping[str, Any]) -> bool:
+        """Whether a 200 application/json body is a whole answer (a server ignored "stream")."""
+        return "choices" in payload
+
+    def whole(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        return payload
+
+    def info(self, chunk: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The chunk's id, model, created and other top-level fields, for the Accumulator."""
+        return chunk
+
+    def error_of(self, chunk: Mapping[str, Any]) -> Optional[APIError]:
+        if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
+            error = _chunk_error(chunk)
+            if error is not None:
+                return error
+        if self.failed_choice is not None:
+            choice, self.failed_choice = self.failed_choice, None
+            return _finish_reason_error(choice, chunk)
+        return None
+
+
+def _dialect_decoder(api: str, think_tags: bool) -> Any:
+    """The stream decoder of a wire API."""
+    return _ChatDialect(think_tags=think_tags)
+
+
+def _request_body(api: str, messages: Messages, model: Optional[str], system: Optional[str],
+                  body: Mapping[str, Any], include_usage: bool) -> Dict[str, Any]:
+    """The JSON body of a request to a wire API, from a prompt or chat messages (no I/O)."""
+    payload: Dict[str, Any] = {}
+    if model is not None:
+        payload["model"] = model
+    if api == "completions":
+        if not isinstance(messages, str) and not (
+            isinstance(messages, list) and messages and all(isinstance(item, str) for item in messages)
+        ):
+            raise ConfigError("api='completions' takes a prompt string (or a list of them), not chat messages")
+        if system is not None:
+            raise ConfigError("api='completions' has no system message; put it in the prompt")
+        payload["prompt"] = messages
+    else:
+        payload["messages"] = _chat_messages(messages, system)
+    payload.update(body)
+    payload.setdefault("stream", True)
+    if include_usage and payload["stream"] is True and "stream_options" not in payload:
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
+def _chat_messages(messages: Messages, system: Optional[str]) -> List[Any]:
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif not isinstance(messages, (list, tuple)):
+        raise ConfigError("messages must be a str prompt or a list of messages, got %s" % type(messages).__name__)
+    out = list(messages)
+    if system is not None:
+        out.insert(0, {"role": "system", "content": system})
+    return out
 
 
 ###############################################################################
@@ -958,7 +1200,7 @@ class _ToolCallParts:
         self.index = index
         self.id: Optional[str] = None
         self.name: Optional[str] = None
-        self.arguments: List[str] = []
+        self.arguments = _Fragments()
         self.type = "function"
         self.extra: Dict[str, Any] = {}
 
@@ -969,6 +1211,8 @@ class _ToolCallParts:
             self.name = delta.name
         if delta.arguments:
             self.arguments.append(delta.arguments)
+            if len(self.arguments) >= _FRAGMENTS_PER_BLOCK:
+                self.arguments.compact()
         raw = delta.raw
         if len(raw) > 3 or "type" in raw:
             kind = raw.get("type")
@@ -979,12 +1223,12 @@ class _ToolCallParts:
                     self.extra[key] = value
 
     def result(self) -> ToolCall:
-        return ToolCall(
-            self.index, self.id, self.name, "".join(self.arguments), self.type, dict(self.extra)
-        )
+        return ToolCall(self.index, self.id, self.name, self.arguments.text(), self.type, dict(self.extra))
 
 
 _FRAGMENTS_PER_BLOCK = 1024
+_MAX_CHOICES = 1024
+_MAX_EXTRAS = 256
 
 
 class _Fragments(List[str]):
@@ -1012,13 +1256,13 @@ class _ChoiceParts:
         self.index = index
         self.content = _Fragments()
         self.reasoning = _Fragments()
-        self.refusal: Optional[List[str]] = None
+        self.refusal: Optional[_Fragments] = None
         self.tool_calls: Dict[int, _ToolCallParts] = {}
         self.finish_reason: Optional[str] = None
 
     def result(self) -> Choice:
         calls = tuple(self.tool_calls[i].result() for i in sorted(self.tool_calls))
-        refusal = None if self.refusal is None else "".join(self.refusal)
+        refusal = None if self.refusal is None else self.refusal.text()
         return Choice(
             self.index,
             self.content.text(),
@@ -1047,6 +1291,8 @@ class Accumulator:
     def _choice(self, index: int) -> _ChoiceParts:
         parts = self._choices.get(index)
         if parts is None:
+            if len(self._choices) >= _MAX_CHOICES:
+                raise ProtocolError("the stream has more than %d choices" % _MAX_CHOICES)
             parts = self._choices[index] = _ChoiceParts(index)
         return parts
 
@@ -1076,13 +1322,17 @@ class Accumulator:
         elif kind is RefusalDelta:
             parts = self._choice(delta.choice)  # type: ignore[attr-defined]
             if parts.refusal is None:
-                parts.refusal = []
+                parts.refusal = _Fragments()
             parts.refusal.append(delta.text)  # type: ignore[attr-defined]
+            if len(parts.refusal) >= _FRAGMENTS_PER_BLOCK:
+                parts.refusal.compact()
 
     def _add_tool_call(self, delta: ToolCallDelta) -> None:
         calls = self._choice(delta.choice).tool_calls
         call = calls.get(delta.index)
         if call is None:
+            if len(calls) >= _MAX_TRACKED_CALLS:
+                raise ProtocolError("a choice has more than %d tool calls" % _MAX_TRACKED_CALLS)
             call = calls[delta.index] = _ToolCallParts(delta.index)
         call.add(delta)
 
@@ -1097,13 +1347,15 @@ class Accumulator:
         if keys != self._shape:  # chunks of a stream mostly share one set of keys
             self._shape = set(keys)
             self._unknown = [key for key in keys if key not in _STANDARD_CHUNK_KEYS]
+            if len(self.extras) > _MAX_EXTRAS:  # a server inventing keys: keep the first ones
+                self._unknown = [key for key in self._unknown if key in self.extras]
         for key in self._unknown:
             self.extras[key] = chunk[key]
 
     def result(self, stats: Optional[Stats] = None) -> Completion:
         """The Completion so far (complete once the stream has ended)."""
         choices = tuple(self._choices[i].result() for i in sorted(self._choices))
-        first = choices[0] if choices and choices[0].index == 0 else Choice(0)
+        first = next((choice for choice in choices if choice.index == 0), Choice(0))
         return Completion(
             first.content,
             first.reasoning,
@@ -1122,285 +1374,456 @@ class Accumulator:
 
 
 ###############################################################################
-# Transport ###################################################################
+# Stream decoding (no I/O) ####################################################
 ###############################################################################
 #
-# Strategy: the standard library's socket and ssl modules (with an explicit SSL context) carry
-# the bytes; HTTP/1.1 itself is written here, small and sans-I/O where it can be: the request
-# head, CONNECT tunnels, the response head (_Head) and the body framing (chunked, sized or
-# close-delimited). Every recv honours both the idle timeout and the total deadline (a server
-# that trickles bytes, or sends endless 1xx responses or trailers, cannot outlive the deadline)
-# and each piece of the body is handed over the moment it arrives: one recv, one piece, never
-# waiting for a buffer to fill. The sync and async paths share all of it but the socket calls.
-# (http.client is not used: it costs 25 ms of import and 5 MB of memory, reads chunked bodies
-# one HTTP chunk per call, and closes its socket under a body still being read.)
+# Strategy: the bytes of one response body in, deltas out. _StreamDecoder runs each piece of the
+# body through SSEDecoder, JSON and the wire dialect's decoder, folds what it hands out into the
+# Accumulator and times it. An error found in a piece is kept in `error`; the driver raises it
+# after handing out the deltas that came before it, so nothing that arrived whole is withheld.
+# The decoder also knows when the stream is over (`done`: [DONE] or a terminal event).
+
+
+class _GapHistogram:
+    """Inter-event gaps in logarithmic buckets (about 9 % wide): percentiles in constant memory."""
+
+    _SCALE = 8.0  # buckets per doubling
+
+    def __init__(self) -> None:
+        self.counts: Dict[int, int] = {}
+        self.total = 0
+        self.max = 0.0
+
+    def add(self, gap: float, zeros: int = 0) -> None:
+        import math
+
+        bucket = int(math.log2(gap * 1e6) * self._SCALE) if gap > 1e-6 else -1
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+        if zeros:
+            self.counts[-1] = self.counts.get(-1, 0) + zeros
+        self.total += 1 + zeros
+        if gap > self.max:
+            self.max = gap
+
+    def percentile(self, fraction: float) -> Optional[float]:
+        if not self.total:
+            return None
+        rank = fraction * (self.total - 1)
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen > rank:
+                return 0.0 if bucket < 0 else min(self.max, 2 ** ((bucket + 0.5) / self._SCALE) / 1e6)
+        return self.max
+
+
+class _SurrogateMender:
+    """Text is always valid Unicode: a JSON escape pair split across two events (`\\ud83d`, then
+    `\\ude00`) is joined, and a lone surrogate becomes U+FFFD. Only events whose JSON holds a
+    `\\ud` escape (or that follow a held half) pass through here."""
+
+    def __init__(self) -> None:
+        self.held: Dict[Tuple[type, int], str] = {}
+
+    def mend(self, deltas: List[Delta]) -> List[Delta]:
+        out: List[Delta] = []
+        for delta in deltas:
+            kind = type(delta)
+            if kind not in (ContentDelta, ReasoningDelta, RefusalDelta):
+                out.append(delta)
+                continue
+            key = (kind, delta.choice)  # type: ignore[attr-defined]
+            text = self.held.pop(key, "") + delta.text  # type: ignore[attr-defined]
+            if text and "\ud800" <= text[-1] <= "\udbff":  # a high half: its pair may come next
+                self.held[key] = text[-1]
+                text = text[:-1]
+            if text:
+                out.append(_text_delta(kind, _valid_text(text), key[1]))
+        return out
+
+    def flush(self) -> List[Delta]:
+        out = [_text_delta(kind, "\ufffd", choice) for (kind, choice) in self.held]
+        self.held.clear()
+        return out
+
+
+def _valid_text(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+class _StreamDecoder:
+    """Body pieces of one response in, deltas out (no I/O); shared by Stream and AsyncStream.
+
+    feed(piece) is a generator of deltas; the caller passes each to add() as it hands it out, so
+    the Completion always holds exactly what the caller was given, then checks `error` and
+    `done`. An error is kept in `error`, never raised from feed(): the deltas before it come
+    first."""
+
+    def __init__(self, content_type: str, options: _StreamOptions) -> None:
+        self.started = time.monotonic()
+        self.content_type = content_type
+        self.max_event_bytes = options.max_event_bytes
+        self.tap = options.tap
+        self.api = options.api
+        self.accumulator = Accumulator()
+        self.add = self.accumulator.add if options.accumulate else self._add_summary
+        self.accumulate = options.accumulate
+        self.sse = SSEDecoder(options.max_event_bytes, lenient_error_field=True)
+        self.dialect: Any = _dialect_decoder(options.api, options.think_tags)
+        self.mender: Optional[_SurrogateMender] = None
+        self.last_chunk: Optional[Dict[str, Any]] = None
+        self.chunk_log: Optional[Any] = None  # a deque of every chunk, for Stream.chunks()
+        self.error: Optional[StreamliteError] = None
+        self.done = False  # [DONE] or a terminal event arrived
+        self.delivered = False  # a delta was handed out: from here on the request is never resent
+        self.first_piece = True
+        self.events = 0
+        self.retries = 0
+        self.connection_reused = False
+        self.gaps = _GapHistogram()
+        self.last_event_at: Optional[float] = None
+        self.first_reasoning: Optional[float] = None
+        self.first_content: Optional[float] = None
+        self.counters: Any = None  # the connection's byte counter: .bytes, .first_byte_at
+        self.ended_at: Optional[float] = None
+
+    def restart(self, content_type: str) -> None:
+        """A retried request: a fresh body to decode (nothing was handed out)."""
+        self.content_type = content_type
+        self.sse = SSEDecoder(self.max_event_bytes, lenient_error_field=True)
+        self.first_piece = True
+        self.error = None
+
+    @property
+    def is_json(self) -> bool:
+        return self.content_type == "application/json"
+
+    def feed(self, piece: bytes) -> Iterator[Delta]:
+        """The deltas of one piece of an event stream, as they are decoded."""
+        if self.tap is not None:
+            self.tap(piece)
+        if self.first_piece:
+            self.first_piece = False
+            _refuse_non_sse(self.content_type, piece)
+        try:
+            events = self.sse.feed_tuples(piece)
+        except ProtocolError as exc:
+            self.error = exc
+            return
+        if not events:
+            return
+        first = self.events + 1
+        self._note_events(len(events))
+        for number, (kind, data, _, _) in enumerate(events, first):
+            chunk = self._chunk_of(kind, data, number)
+            if chunk is None:
+                if self.error is not None or self.done:
+                    return
+                continue
+            yield from self._chunk_deltas(chunk, "\\ud" in data or "\\uD" in data)
+            if self.error is not None or self.done:  # an error chunk: its deltas are out, now stop
+                return
+        if self.sse.failed is not None:  # a fault after whole events: they are out, now stop
+            self.error = self.sse.failed
+            self.sse.failed = None
+
+    def _chunk_of(self, kind: str, data: str, number: int) -> Optional[Dict[str, Any]]:
+        """The JSON object of one event; None (with `error` or `done` set, or to skip it)."""
+        if kind != "message":
+            try:
+                return self._named_event(kind, data)
+            except StreamliteError as exc:
+                self.error = exc
+                return None
+        if data[:6] == "[DONE]":
+            if not self.dialect.terminal_needed:
+                self.done = True
+            else:  # a gateway's [DONE] after a Responses stream that never finished
+                self.error = APIConnectionError(
+                    "the stream ended with [DONE] but without a terminal event: it was cut off"
+                )
+            return None
+        try:
+            chunk = _loads(data)
+        except _JSON_ERRORS as exc:
+            self.error = ProtocolError("event %d is not valid JSON (%s): %r" % (number, exc, _clip(data, 80)))
+            return None
+        if type(chunk) is not dict:
+            self.error = _non_object_error(chunk, number)
+            return None
+        return chunk
+
+    def flush(self) -> List[Delta]:
+        """Deltas held back until the stream ends (a trailing partial <think> tag)."""
+        out = self.dialect.flush()
+        if self.mender is not None:
+            out = self.mender.mend(out) + self.mender.flush()
+        return out  # type: ignore[no-any-return]
+
+    def end(self) -> None:
+        """The body ended: raise if the stream was cut off (no [DONE], no finish reason)."""
+        for kind, data, _, _ in self.sse.close_tuples():  # an unterminated `error:` line (old llama.cpp)
+            self._named_event(kind, data)
+        if self.done or (self.accumulator.finished and not self.dialect.terminal_needed):
+            return
+        raise APIConnectionError(
+            "the stream ended without %s: the connection was cut off after %d events"
+            % (self.dialect.ending, self.events)
+        )
+
+    def whole_json(self, body: bytes) -> List[Delta]:
+        """A 200 with one JSON object: a server that ignored "stream", or an error."""
+        if len(body) > self.max_event_bytes:
+            raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self.max_event_bytes)
+        text = body.decode("utf-8", "replace")
+        try:
+            chunk = _loads(text.strip())
+        except _JSON_ERRORS:
+            raise ProtocolError(
+                "expected an event stream, got an application/json body that is not valid JSON: %r"
+                % _clip(text, 80)
+            ) from None
+        if type(chunk) is not dict:
+            raise _non_object_error(chunk, 1)
+        if not self.dialect.is_whole(chunk):
+            _raise_chunk_error(chunk)
+            raise ProtocolError("expected an event stream, got a JSON object that is no answer: %r" % _clip(text, 120))
+        self._note_events(1)
+        out = list(self._chunk_deltas(self.dialect.whole(chunk), "\\ud" in text or "\\uD" in text))
+        if self.error is None and not any(type(delta) is Finish for delta in out):
+            self.error = APIConnectionError("the JSON response has no finish reason")
+        self.done = True
+        return out
+
+    def _chunk_deltas(self, chunk: Dict[str, Any], surrogates: bool) -> List[Delta]:
+        """The deltas of one chunk; an error in it is kept in `error`."""
+        self.last_chunk = chunk
+        if self.chunk_log is not None:
+            self.chunk_log.append(chunk)
+        try:
+            deltas: List[Delta] = self.dialect.decode(chunk)
+        except APIError as exc:  # a dialect that raises for its error events (Responses)
+            deltas, self.error = [], exc
+        if surrogates or (self.mender is not None and self.mender.held):
+            if self.mender is None:
+                self.mender = _SurrogateMender()
+            deltas = self.mender.mend(deltas)
+        if self.accumulate:
+            self.accumulator.add_chunk_info(self.dialect.info(chunk))
+        elif self.accumulator.id is None:
+            self.accumulator.add_chunk_info({key: chunk.get(key) for key in ("id", "model", "created")})
+        if deltas:
+            self.delivered = True
+            if self.first_content is None:
+                for delta in deltas:
+                    self._note_first_token(delta)
+        if self.dialect.terminal:
+            self.done = True
+        if self.error is None:
+            self.error = self.dialect.error_of(chunk)
+        return deltas
+
+    def _add_summary(self, delta: Delta) -> None:
+        """Without accumulation, keep only what ending the stream needs (constant memory)."""
+        kind = type(delta)
+        if kind is Finish:
+            self.accumulator.finished = True
+            if delta.choice == 0:  # type: ignore[attr-defined]
+                self.accumulator.add(delta)
+        elif kind is Usage:
+            self.accumulator.usage = delta  # type: ignore[assignment]
+
+    def _note_events(self, count: int) -> None:
+        now = time.monotonic()
+        if self.last_event_at is not None:
+            self.gaps.add(now - self.last_event_at, count - 1)
+        elif count > 1:
+            self.gaps.add(0.0, count - 2)
+        self.last_event_at = now
+        self.events += count
+
+    def _note_first_token(self, delta: Delta) -> None:
+        kind = type(delta)
+        if kind is ContentDelta:
+            self.first_content = time.monotonic()
+        elif kind is ReasoningDelta and self.first_reasoning is None:
+            self.first_reasoning = time.monotonic()
+
+    def _named_event(self, kind: str, data: str) -> Optional[Dict[str, Any]]:
+        """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
+        try:
+            payload = _loads(data)
+        except _JSON_ERRORS:
+            payload = None
+        if kind == "error":
+            fields = error_fields(payload) if payload is not None else None
+            if fields is None:
+                fields = (_clip(data, 500) or "the server sent an error event", None, None)
+            body = payload if payload is not None else _clip(data, 2000)
+            raise APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=body)
+        if isinstance(payload, dict) and self.dialect.is_chunk(payload):
+            return payload
+        return None
+
+    def stats(self) -> Stats:
+        start = self.started
+        end = self.ended_at if self.ended_at is not None else time.monotonic()
+        usage = self.accumulator.usage
+        counters = self.counters
+
+        def since(moment: Optional[float]) -> Optional[float]:
+            return None if moment is None else moment - start
+
+        return Stats(
+            since(counters.first_byte_at if counters is not None else None),
+            since(self.first_reasoning),
+            since(self.first_content),
+            end - start,
+            self.events,
+            counters.bytes if counters is not None else 0,
+            self.retries,
+            self.gaps.percentile(0.5),
+            self.gaps.percentile(0.95),
+            self.gaps.max if self.gaps.total else None,
+            usage.completion_tokens if usage is not None else None,
+            self.connection_reused,
+        )
+
+    def completion(self) -> Completion:
+        return self.accumulator.result(self.stats())
+
+    def attach_partial(self, error: StreamliteError, secrets: Sequence[str]) -> StreamliteError:
+        """The error to raise: with the Completion so far, and without secrets a server echoed."""
+        if error.partial is None:
+            error.partial = self.completion()
+        return _scrub(error, secrets)
+
+
+class _StreamOptions:
+    """What a stream's decoding needs from its client and call."""
+
+    __slots__ = ("max_event_bytes", "accumulate", "tap", "think_tags", "api")
+
+    def __init__(self, max_event_bytes: int, accumulate: bool, tap: Optional[Callable[[bytes], None]],
+                 think_tags: bool, api: str) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.accumulate = accumulate
+        self.tap = tap
+        self.think_tags = think_tags
+        self.api = api
+
+
+def _refuse_non_sse(content_type: str, first_piece: bytes) -> None:
+    """A 200 that is clearly not an event stream (captive portal, gateway page) is an error."""
+    head = first_piece.lstrip()[:1]
+    if content_type in ("text/html", "application/xhtml+xml", "text/xml", "application/xml") or head == b"<":
+        text = first_piece[:4096].decode("utf-8", "replace")
+        raise ProtocolError(
+            "expected an event stream (text/event-stream), got %s: %s"
+            % (content_type or "a body without a content type", _text_of_body(text))
+        )
+
+
+def _non_object_error(value: Any, number: int) -> StreamliteError:
+    fields = error_fields(value)
+    if fields is not None:
+        return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=value)
+    return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(_json_text(value), 80)))
+
+
+def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
+    error = _chunk_error(chunk)
+    if error is not None:
+        raise error
+
+
+###############################################################################
+# HTTP/1.1 (no I/O) ###########################################################
+###############################################################################
+#
+# Strategy, after h11's readers: the request head is built here, and a response is parsed from
+# bytes by _ResponseParser, whatever the drivers read them with. Its contract: feed_head(data)
+# until it returns the bytes after the (final) head; then feed(data) for each read, a generator
+# of the body pieces that data completes (de-chunked and inflated, handed over the moment they
+# arrive, even mid-chunk); eof() when the connection closes (raises if the body was cut short).
+# Every buffer is bounded and every scan only looks at bytes it has not looked at (a trickled
+# head is linear). Bad framing raises ProtocolError, behind the pieces that came before it.
+# What to retry and how long to wait is decided here too, as data (_RetryPolicy), and error
+# bodies become APIError. (http.client is not used: it costs 25 ms of import and 5 MB, reads
+# chunked bodies one HTTP chunk per call, and closes its socket under a body being read.)
 
 _RETRY_STATUSES = frozenset((408, 409, 429))
 _READ_SIZE = 65536
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_CREDENTIAL_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|password")  # header names whose values are secrets
+_MAX_DIGITS = 18  # Content-Length and chunk sizes: more is an attack (and int() refuses 4,300)
 
 
-def _has_control(text: str) -> bool:
-    return any(ord(char) < 32 and char != "\t" or ord(char) == 127 for char in text)
+def _request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: Optional[int],
+                  keep_alive: bool = False) -> bytes:
+    """A request head; `length` makes it carry a body of that many bytes."""
+    lines = ["%s %s HTTP/1.1" % (method, target)]
+    if not any(name.lower() == "host" for name in headers):
+        lines.append("Host: " + host)
+    lines += ["%s: %s" % item for item in headers.items()]
+    if length is not None:
+        lines.append("Content-Length: %d" % length)
+        if not keep_alive:
+            lines.append("Connection: close")
+    lines += ["", ""]
+    return "\r\n".join(lines).encode("latin-1", "strict")
 
 
-def _check_header(name: str, value: str) -> None:
-    """Refuse header names and values that could split the request (no value in the message)."""
-    if not isinstance(name, str) or not isinstance(value, str):
-        raise ConfigError("header %r must be a str with a str value" % (_clip(name, 60),))
-    if not name or _has_control(name) or ":" in name or " " in name:
-        raise ConfigError("invalid header name %r" % (_clip(name, 60),))
-    if _has_control(value):
-        raise ConfigError("the value of header %r contains a control character" % (name,))
-
-
-@dataclass(frozen=True)
-class _Endpoint:
-    scheme: str
-    host: str
-    port: int
-    target: str  # path and query
-
-    @property
-    def origin(self) -> str:
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "%s://%s:%d" % (self.scheme, host, self.port)
-
-
-def _split_url(url: str, what: str) -> Any:
-    if not isinstance(url, str) or _has_control(url) or " " in url:
-        raise ConfigError("%s must be a URL without spaces or control characters" % what)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(
-            "%s must be an http:// or https:// URL, got %r" % (what, _clip(parts.scheme, 20) or url[:20])
-        )
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError("%s has an invalid port" % what) from None
-    if not parts.hostname:
-        raise ConfigError("%s has no host name" % what)
-    return parts
-
-
-def _is_azure_host(host: str) -> bool:
-    return host.endswith((".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com"))
-
-
-def _endpoint(
-    base_url: str, *, azure: bool, model: Optional[str], api_version: Optional[str]
-) -> _Endpoint:
-    """Where to POST: base_url + /chat/completions (Azure: the deployment URL, api-version)."""
-    parts = _split_url(base_url, "base_url")
-    if parts.username or parts.password:
-        raise ConfigError("base_url must not hold credentials; pass api_key or headers instead")
-    path = parts.path.rstrip("/")
-    query = parts.query
-    if azure and "/deployments/" not in path and not path.endswith("/v1"):
-        if not model:
-            raise ConfigError("Azure OpenAI needs model= (the deployment name) or a deployment URL")
-        if not path.endswith("/openai"):
-            path += "/openai"
-        path += "/deployments/" + quote(model, safe="")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions"
-    if azure and "/deployments/" in path and "api-version=" not in query:
-        version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
-        query = (query + "&" if query else "") + "api-version=" + quote(version, safe="")
-    default_port = 443 if parts.scheme == "https" else 80
-    target = path + ("?" + query if query else "")
-    return _Endpoint(parts.scheme, parts.hostname, parts.port or default_port, target)
-
-
-def _bypasses_proxy(host: str, no_proxy: str) -> bool:
-    """Whether NO_PROXY (names, .suffixes, *.suffixes, CIDR ranges, "*") covers `host`."""
-    host = host.lower().rstrip(".")
-    for entry in no_proxy.replace(" ", ",").split(","):
-        entry = entry.strip().lower()
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        if "/" in entry:
-            import ipaddress
-
-            try:
-                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
-                    return True
-            except ValueError:
-                pass
-            continue
-        if entry.startswith("[") and "]" in entry:
-            entry = entry[1 : entry.index("]")]
-        elif entry.count(":") == 1:
-            entry = entry.split(":")[0]
-        entry = entry.lstrip("*").lstrip(".")
-        if host == entry or host.endswith("." + entry):
-            return True
-    return False
-
-
-def _env(*names: str) -> Optional[str]:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-def _proxy_from_env(scheme: str, host: str) -> Optional[str]:
-    """The proxy URL the environment asks for, as curl and requests read it (loopback hosts
-    too: only NO_PROXY exempts a host, e.g. NO_PROXY=localhost,127.0.0.0/8)."""
-    if _bypasses_proxy(host, _env("no_proxy", "NO_PROXY") or ""):
+def _ascii_number(text: str) -> Optional[int]:
+    """A decimal of ASCII digits only (never `²` or `٣`), at most _MAX_DIGITS long, else None."""
+    if not text or len(text) > _MAX_DIGITS or not (text.isascii() and text.isdigit()):
         return None
-    if scheme == "https":
-        return _env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
-    if "REQUEST_METHOD" in os.environ:  # a CGI program: HTTP_PROXY may come from a request's
-        return _env("http_proxy", "all_proxy", "ALL_PROXY")  # Proxy: header (httpoxy)
-    return _env("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
-
-
-class _Proxy:
-    """An http:// proxy; its credentials only ever go to the proxy, in Proxy-Authorization."""
-
-    def __init__(self, url: str) -> None:
-        if "://" not in url:
-            url = "http://" + url
-        if urlsplit(url).scheme != "http":
-            raise ConfigError(
-                "only http:// proxies are supported (https to the target still goes through "
-                "a CONNECT tunnel), got %r" % urlsplit(url).scheme
-            )
-        parts = _split_url(url, "proxy")
-        self.host: str = parts.hostname
-        self.port: int = parts.port or 8080
-        self.headers: Dict[str, str] = {}
-        self.secrets: List[str] = []  # never to be shown: the password and its base64 token
-        if parts.username is not None:
-            import base64
-            from urllib.parse import unquote
-
-            pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
-            token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
-            self.headers["Proxy-Authorization"] = "Basic " + token
-            self.secrets = [token, unquote(parts.password or "")]
-
-    def __repr__(self) -> str:
-        return "<proxy %s:%d>" % (self.host, self.port)
-
-
-def _ssl_context(verify: bool, ca_file: Optional[str]) -> ssl.SSLContext:
-    """An explicit client context: certificates and host names verified unless verify=False."""
-    import ssl
-
-    if not verify:
-        context = ssl._create_unverified_context()  # the caller said verify=False
-        return context
-    ca_file = ca_file or _env("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-    ca_dir = os.environ.get("SSL_CERT_DIR") or None
-    for path, what in ((ca_file, "CA file"), (ca_dir, "CA directory")):
-        if path and not os.path.exists(path):
-            raise ConfigError("the %s %r does not exist" % (what, path))
-    try:
-        context = ssl.create_default_context(cafile=ca_file, capath=ca_dir)
-    except ssl.SSLError as exc:
-        raise ConfigError("cannot load the CA file %r: %s" % (ca_file or ca_dir, exc)) from None
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-class _Budget:
-    """The time a read may take: the idle timeout, cut short by what is left of the deadline."""
-
-    def __init__(self, idle: float, deadline: Optional[float]) -> None:
-        self.idle = idle
-        self.deadline = deadline
-
-    def timeout(self) -> float:
-        if self.deadline is None:
-            return self.idle
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise APITimeoutError("the total timeout expired", which="total")
-        return min(self.idle, left)
-
-    def expired(self) -> APITimeoutError:
-        """The error for a read that timed out: the total deadline if it is (nearly) past."""
-        if self.deadline is not None and self.deadline - time.monotonic() < 0.01:
-            return APITimeoutError("the total timeout expired", which="total")
-        return APITimeoutError(
-            "no data from the server for %g s (the read timeout)" % self.idle, which="read"
-        )
-
-
-class _TimedReader:
-    """Reads a connected socket, each recv bounded by the budget (idle timeout and total
-    deadline). Counts bytes and notes when the first one came."""
-
-    def __init__(self, sock: socket.socket, budget: _Budget) -> None:
-        self.sock = sock
-        self.budget = budget
-        self.bytes = 0
-        self.first_byte_at: Optional[float] = None
-        self._timeout: Optional[float] = None  # the socket's, changed only when it must be
-
-    def recv(self, size: int = 65536) -> bytes:
-        timeout = self.budget.timeout()
-        if timeout != self._timeout:  # settimeout() costs two system calls
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
-        try:
-            data = self.sock.recv(size)
-        except socket.timeout:
-            raise self.budget.expired() from None
-        if data:
-            if self.first_byte_at is None:
-                self.first_byte_at = time.monotonic()
-            self.bytes += len(data)
-        return data
-
-    def sendall(self, data: bytes) -> None:
-        self._timeout = self.budget.timeout()
-        self.sock.settimeout(self._timeout)
-        try:
-            self.sock.sendall(data)
-        except socket.timeout:
-            raise self.budget.expired() from None
+    return int(text)
 
 
 class _Head:
-    """An HTTP response head, parsed from bytes (sans-I/O): feed() until it returns the bytes
-    that follow the head. 1xx interim responses are skipped; the head's size is bounded."""
+    """An HTTP response head, parsed from bytes: feed() until it returns the bytes that follow
+    the head. 1xx interim responses are skipped; the head's size and line count are bounded,
+    and each byte is scanned once however the head is trickled in."""
 
     MAX_BYTES = 65536
     MAX_FIELDS = 128
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer known to hold no end of the head
+        self._lines = 0  # line ends in those bytes
         self.status = 0
         self.reason = ""
+        self.version = ""
         self.headers: Dict[str, str] = {}
 
     def feed(self, data: bytes) -> Optional[bytes]:
         """Add bytes; once the (final) head is complete, return the bytes after it."""
-        buffer = self._buffer + data
+        buffer = self._buffer
+        buffer += data
         while True:
-            found = _HEAD_END.search(buffer)
-            if found is None:
+            start = max(0, self._scanned - 3)
+            found = buffer.find(b"\n\r\n", start)
+            bare = buffer.find(b"\n\n", start)
+            if found < 0 or 0 <= bare < found:
+                found, length = bare, 2
+            else:
+                length = 3
+            if found < 0:
+                self._lines += buffer.count(b"\n", self._scanned)
+                self._scanned = len(buffer)
                 if len(buffer) > self.MAX_BYTES:
                     raise ProtocolError("the response head is larger than %d bytes" % self.MAX_BYTES)
-                if buffer.count(b"\n") > self.MAX_FIELDS:  # fail now, not when the head ends
+                if self._lines > self.MAX_FIELDS:  # fail now, not when the head ends
                     self._too_many_lines()
-                self._buffer = buffer
                 return None
-            head, buffer = buffer[: found.start()], buffer[found.end() :]
+            head, rest = bytes(buffer[:found]), bytes(buffer[found + length :])
             self._parse(head.decode("latin-1"))
+            buffer.clear()
+            self._scanned = self._lines = 0
             if not 100 <= self.status < 200:  # 1xx: an interim response, the real one follows
-                self._buffer = b""
-                return buffer
+                return rest
+            buffer += rest
 
     def _too_many_lines(self) -> None:
         raise ProtocolError("the response head has more than %d header lines" % self.MAX_FIELDS)
@@ -1409,9 +1832,10 @@ class _Head:
         lines = head.split("\n")
         status_line = lines[0].rstrip("\r")
         parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not (parts[1].isdigit() and len(parts[1]) == 3):
+        status = _ascii_number(parts[1]) if len(parts) > 1 and len(parts[1]) == 3 else None
+        if status is None or not parts[0].startswith("HTTP/1."):
             raise ProtocolError("the server did not answer with valid HTTP: %r" % _clip(status_line, 80))
-        self.status = int(parts[1])
+        self.version, self.status = parts[0], status
         self.reason = parts[2].strip() if len(parts) > 2 else ""
         if len(lines) > self.MAX_FIELDS:
             self._too_many_lines()
@@ -1424,24 +1848,63 @@ class _Head:
                 continue
             name, colon, value = line.partition(":")
             name = name.strip().lower()
-            if not colon or not name:
+            if not colon or not name or "\0" in line:
                 raise ProtocolError("the response head has a malformed line: %r" % _clip(line, 80))
             value = value.strip()
             headers[name] = headers[name] + ", " + value if name in headers else value
         self.headers = headers
 
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the server lets the connection carry another request after this response."""
+        tokens = [token.strip().lower() for token in self.headers.get("connection", "").split(",")]
+        return self.version == "HTTP/1.1" and "close" not in tokens
+
+    def idle_timeout(self, default: float) -> float:
+        """How long the connection may sit idle: the server's `Keep-Alive: timeout=N`, a little
+        early (its clock started first), else `default`."""
+        for param in self.headers.get("keep-alive", "").split(","):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "timeout":
+                seconds = _ascii_number(value.strip())
+                if seconds is not None:
+                    return min(float(seconds), default * 12) * 0.8
+        return default
+
     def framer(self) -> _BodyFramer:
-        """How the body that follows this head is delimited."""
+        """How the body that follows this head is delimited, and how it is encoded."""
         if self.status in (204, 304):
-            return _BodyFramer(False, 0)
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return _BodyFramer(True, None)
-        length = self.headers.get("content-length", "").split(",")[0].strip()
-        return _BodyFramer(False, int(length) if length.isdigit() else None)
+            return _BodyFramer(False, 0, None)
+        codings = [c.strip().lower() for c in self.headers.get("transfer-encoding", "").split(",") if c.strip()]
+        chunked = bool(codings) and codings[-1] == "chunked"
+        if chunked:
+            codings.pop()
+        codings += [c.strip().lower() for c in self.headers.get("content-encoding", "").split(",") if c.strip()]
+        try:
+            inflater = _Inflater.for_codings([c for c in codings if c != "identity"])
+        except ProtocolError as exc:  # raised when the body starts, with .partial
+            inflater = _Inflater("identity", refused=exc)
+        if chunked or "transfer-encoding" in self.headers:  # another last coding: delimited by close
+            return _BodyFramer(chunked, None, inflater)
+        return _BodyFramer(False, self._content_length(), inflater)
+
+    def _content_length(self) -> Optional[int]:
+        values = {value.strip() for value in self.headers.get("content-length", "").split(",")}
+        values.discard("")
+        if not values:
+            return None
+        length = _ascii_number(values.pop())
+        if length is None or values:
+            raise ProtocolError("the response has an invalid or conflicting Content-Length")
+        return length
 
 
 class _ChunkedDecoder:
-    """Decode a chunked transfer-coded body incrementally (sans-I/O): feed(bytes) -> payload.
+    """Decode a chunked transfer-coded body incrementally: feed(bytes) -> payload.
 
     Payload bytes are handed over as soon as they arrive, even mid-chunk.
     """
@@ -1538,9 +2001,10 @@ class _ChunkedDecoder:
 
     def _size_line(self, line: bytes) -> int:
         text = line.split(b";", 1)[0].strip()
-        if not text or len(text) > 16 or text.strip(b"0123456789abcdefABCDEF"):
+        digits = text.lstrip(b"0") or b"0"
+        if not text or len(digits) > 15 or digits.strip(b"0123456789abcdefABCDEF"):
             raise ProtocolError("malformed chunked body: bad chunk size %r" % (_clip(line, 40),))
-        self._left = int(text, 16)
+        self._left = int(digits, 16)
         if self._left and text == line and len(self._sizes) < 512:  # plain hex: remember it
             self._sizes[line + b"\r"] = self._left
         return self._DATA if self._left else self._TRAILER
@@ -1556,52 +2020,59 @@ class _ChunkedDecoder:
 
 class _Inflater:
     """Decode a gzip or deflate body incrementally (sent despite Accept-Encoding: identity),
-    never more than _READ_SIZE bytes of output per step, so memory stays bounded."""
+    never more than _READ_SIZE bytes of output per step, so memory stays bounded. A gzip body of
+    several members (valid, and what concatenating gzip files gives) is read to its end."""
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, coding: str, refused: Optional[ProtocolError] = None) -> None:
         import zlib
 
-        self._error = zlib.error
-        if encoding in ("gzip", "x-gzip"):
-            self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        else:  # deflate: zlib-wrapped, as the RFC says
-            self._decompressor = zlib.decompressobj(zlib.MAX_WBITS)
+        self._refused = refused  # an encoding that cannot be decoded: feed() raises this
+        self._zlib = zlib
+        self._bits = 16 + zlib.MAX_WBITS if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._decompressor = zlib.decompressobj(self._bits)
 
     @staticmethod
-    def for_encoding(encoding: str) -> Optional[_Inflater]:
-        encoding = encoding.strip().lower()
-        if encoding in ("", "identity"):
+    def for_codings(codings: Sequence[str]) -> Optional[_Inflater]:
+        if not codings:
             return None
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            return _Inflater(encoding)
+        if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
+            return _Inflater(codings[0])
         raise ProtocolError(
-            "the server sent a %r-encoded body although streamlite asked for identity; only gzip "
-            "and deflate can be decoded" % (_clip(encoding, 40),)
+            "the server sent a %r-encoded body although streamlite asked for identity; only one "
+            "layer of gzip or deflate can be decoded" % (_clip(", ".join(codings), 40),)
         )
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """The decoded pieces, made one at a time as the caller takes them: a small input that
         inflates to gigabytes (a zip bomb) never sits in memory at once."""
+        if self._refused is not None:
+            raise self._refused
         try:
             while True:
-                piece = self._decompressor.decompress(data, _READ_SIZE)
-                data = self._decompressor.unconsumed_tail
+                decompressor = self._decompressor
+                piece = decompressor.decompress(data, _READ_SIZE)
+                data = decompressor.unconsumed_tail
                 if piece:
                     yield piece
+                if decompressor.eof and decompressor.unused_data.strip(b"\0"):  # the next member
+                    data = decompressor.unused_data + data
+                    self._decompressor = self._zlib.decompressobj(self._bits)
+                    continue
                 if not data and len(piece) < _READ_SIZE:
                     return  # a full piece may leave output pending inside zlib: go round again
-        except self._error as exc:
+        except self._zlib.error as exc:
             raise ProtocolError("the compressed body is corrupt: %s" % exc) from None
 
 
 class _BodyFramer:
-    """Find the body in the bytes after the response head (sans-I/O): chunked, sized by
-    Content-Length, or delimited by the connection closing. feed() returns payload bytes."""
+    """Find the body in the bytes after the response head: chunked, sized by Content-Length,
+    or delimited by the connection closing. feed() returns payload bytes (still encoded)."""
 
-    def __init__(self, chunked: bool, length: Optional[int]) -> None:
+    def __init__(self, chunked: bool, length: Optional[int], inflater: Optional[_Inflater]) -> None:
         self._chunks = _ChunkedDecoder() if chunked else None
         self.length = length
         self.left = length
+        self.inflater = inflater
 
     @property
     def complete(self) -> bool:
@@ -1609,9 +2080,14 @@ class _BodyFramer:
             return self._chunks.done
         return self.left is not None and self.left <= 0
 
+    @property
+    def delimited(self) -> bool:
+        """The body's end is in its framing (not the connection closing)."""
+        return self._chunks is not None or self.length is not None
+
     def wanted(self) -> int:
         """How much to read next without reading past the body."""
-        return _READ_SIZE if self.left is None or self._chunks is not None else min(_READ_SIZE, self.left)
+        return _READ_SIZE if self.left is None or self._chunks is not None else max(1, min(_READ_SIZE, self.left))
 
     @property
     def failed(self) -> Optional[ProtocolError]:
@@ -1636,77 +2112,70 @@ class _BodyFramer:
             )
 
 
-class _Response:
-    """An HTTP response whose head has been read; the body comes from pieces()."""
+class _ResponseParser:
+    """One HTTP/1.1 response from bytes; the contract is in this section's strategy comment."""
 
-    def __init__(self, reader: _TimedReader, head: _Head, rest: bytes) -> None:
-        self.reader = reader
-        self.status = head.status
-        self.reason = head.reason
-        self.headers = head.headers
-        self.content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
-        self._framer = head.framer()
-        self._rest = rest  # body bytes that came with the head
+    def __init__(self) -> None:
+        self._reading: Optional[_Head] = _Head()
+        self.head: Optional[_Head] = None
+        self._framer = _BodyFramer(False, None, None)
 
-    def pieces(self) -> Iterator[bytes]:
-        """The body, piece by piece as it arrives (de-chunked and decompressed)."""
+    def feed_head(self, data: bytes) -> Optional[bytes]:
+        """Add bytes of the head; once the final head is complete, return the bytes after it."""
+        assert self._reading is not None
+        rest = self._reading.feed(data)
+        if rest is not None:
+            self.head, self._reading = self._reading, None
+            self._framer = self.head.framer()
+        return rest
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The body pieces in `data` (none while a chunk header is incomplete)."""
         framer = self._framer
-        recv = self.reader.recv
-        inflater = _Inflater.for_encoding(self.headers.get("content-encoding", ""))
-        data, self._rest = self._rest, b""
-        while not framer.complete:
-            if not data:
-                data = recv(framer.wanted())
-                if not data:
-                    framer.eof()
-                    return
-            payload = framer.feed(data)
-            data = b""
-            if payload:
-                if inflater is None:
-                    yield payload
-                else:
-                    yield from inflater.feed(payload)
-                if framer.failed is not None:
-                    raise framer.failed
+        payload = framer.feed(data)
+        if payload:
+            if framer.inflater is None:
+                yield payload
+            else:
+                yield from framer.inflater.feed(payload)
+        if framer.failed is not None:
+            raise framer.failed
 
-    def read_bounded(self, limit: int) -> bytes:
-        """Up to `limit` bytes of the body (an error body); the rest is not read."""
-        out = bytearray()
-        try:
-            for piece in self.pieces():
-                out += piece
-                if len(out) >= limit:
-                    del out[limit:]
-                    break
-        except (StreamliteError, OSError):
-            pass  # keep what arrived: the status already tells the story
-        return bytes(out)
+    def eof(self) -> None:
+        self._framer.eof()
 
-    def close(self) -> None:
-        self.reader.sock.close()
+    def wanted(self) -> int:
+        return self._framer.wanted()
+
+    @property
+    def complete(self) -> bool:
+        return self._framer.complete
+
+    @property
+    def reusable(self) -> bool:
+        """The body was read to its end and the server keeps the connection open."""
+        head = self.head
+        return head is not None and head.keep_alive and self._framer.delimited and self._framer.complete
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
     """The server's requested delay: retry-after-ms, else Retry-After (seconds or HTTP date)."""
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
+        delay = _finite(value)
+        if delay is not None:
+            return max(0.0, delay / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    delay = _finite(value)
+    if delay is not None:
+        return max(0.0, delay)
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
@@ -1717,11 +2186,56 @@ def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _finite(text: str) -> Optional[float]:
+    """A finite number written in ASCII, else None."""
+    text = text.strip()
+    if not text or len(text) > 32 or not text.isascii():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
 def _should_retry(status: int, headers: Mapping[str, str]) -> bool:
     override = headers.get("x-should-retry", "").strip().lower()
     if override in ("true", "false"):
         return override == "true"
     return status in _RETRY_STATUSES or status >= 500
+
+
+class _RetryPolicy:
+    """What to retry and how long to wait, as data: connection failures before any delta, and
+    408, 409, 429 and 5xx (or what x-should-retry says), never past the deadline."""
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+
+    def delay(self, error: StreamliteError, attempt: int, deadline: Optional[float]) -> Optional[float]:
+        """Seconds to wait before retrying after `error`, or None: do not retry."""
+        if attempt >= self.max_retries:
+            return None
+        if isinstance(error, APIError):
+            if error.status is None or not _should_retry(error.status, error.headers or {}):
+                return None
+            if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER_SECONDS:
+                return None
+            delay = error.retry_after if error.retry_after else _backoff(attempt)
+        elif isinstance(error, APIConnectionError) and error._retryable:
+            delay = _backoff(attempt)
+        else:
+            return None
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return None
+        return delay
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: 0.5 s doubling, capped at 8 s."""
+    import random
+
+    return float(min(0.5 * 2 ** min(attempt, 8), 8.0) * (0.75 + random.random() / 4))
 
 
 def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: bytes) -> APIError:
@@ -1730,16 +2244,18 @@ def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: by
     payload: Any = None
     if text.strip()[:1] in ("{", "["):
         try:
-            payload = json.loads(text)
+            payload = _loads(text.strip())
         except _JSON_ERRORS:
             payload = None
     fields = error_fields(payload) if payload is not None else None
     if fields is not None:
         message, code, kind = fields
+        display = _clip(message, 500)
     else:
         message, code, kind = text.strip() or reason or "no message", None, None
+        display = _text_of_body(message)
     if 300 <= status < 400 and headers.get("location"):
-        message = "redirect to %s not followed (%s)" % (_clip(headers["location"], 200), message)
+        message = display = "redirect to %s not followed (%s)" % (_clip(headers["location"], 200), display)
     return APIError(
         message,
         status=status,
@@ -1748,46 +2264,304 @@ def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: by
         body=payload if payload is not None else text,
         headers=headers,
         retry_after=_retry_after(headers),
-        request_id=headers.get("x-request-id") or headers.get("apim-request-id")
-        or headers.get("x-generation-id") or headers.get("request-id") or headers.get("cf-ray"),
+        request_id=_request_id(headers),
+        display=display,
     )
 
 
-def _text_of_body(text: str) -> str:
-    """Readable text of a non-JSON body: an HTML page's title (or its text), else the text."""
-    lowered = text.lower()
-    if "<html" in lowered or "<!doctype" in lowered or "<title" in lowered:
-        start = lowered.find("<title")
-        if start >= 0:
-            start = lowered.find(">", start) + 1
-            end = lowered.find("</title", start)
-            if 0 < start <= end:
-                return _clip(text[start:end], 200)
-        text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]*>", " ", text)
-    return _clip(text, 300)
+def _request_id(headers: Mapping[str, str]) -> Optional[str]:
+    for name in ("x-request-id", "apim-request-id", "x-generation-id", "request-id", "cf-ray"):
+        if headers.get(name):
+            return _clip(headers[name], 200)
+    return None
 
 
-class _Transport:
-    """Sends one request and returns a response with a 2xx head, retrying what is safe to retry:
-    connection failures before any response, and 408, 409, 429 and 5xx (or x-should-retry)."""
+def _closed_before_responding() -> APIConnectionError:
+    return APIConnectionError("the server closed the connection before responding", retryable=True)
 
-    def __init__(
-        self,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        max_retries: int,
-        ca_file: Optional[str],
-        verify: bool,
-        proxy: Optional[str],
-    ) -> None:
+
+def _broken_connection(exc: BaseException) -> APIConnectionError:
+    """A failure while the response was being read."""
+    reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc.__class__.__name__
+    return APIConnectionError("the connection broke during the response: %s" % (reason,), retryable=True)
+
+
+###############################################################################
+# Connection settings (no I/O) ################################################
+###############################################################################
+#
+# Where to connect and how: the endpoint of each API, proxies and NO_PROXY, the TLS context,
+# the deadlines, the one place that turns OS and ssl errors into streamlite errors for both
+# drivers, and the bookkeeping of idle connections (the drivers own the sockets themselves).
+
+_CREDENTIAL_HEADER = re.compile(r"(?i)auth|key|token|secret|cookie|password")  # names whose values are secrets
+_API_PATHS = {"chat": "/chat/completions", "responses": "/responses", "completions": "/completions"}
+_KEEP_ALIVE_SECONDS = 5.0  # how long an idle connection is kept when the server says nothing
+_MAX_IDLE_PER_ORIGIN = 8
+_DONE_GRACE_SECONDS = 0.1  # after [DONE], how long the end of the body may take to reuse the connection
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 32 and char != "\t" or ord(char) == 127 for char in text)
+
+
+def _check_header(name: Any, value: Any) -> None:
+    """Refuse header names and values that could split the request or cannot be sent (the
+    value is never in the message: it may be a credential)."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise ConfigError("header %r must be a str with a str value" % (_clip(name, 60),))
+    if not name or _has_control(name) or ":" in name or " " in name or not name.isascii():
+        raise ConfigError("invalid header name %r" % (_clip(name, 60),))
+    if _has_control(value):
+        raise ConfigError("the value of header %r contains a control character" % (name,))
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            "the value of header %r has a character HTTP cannot carry (not Latin-1: a pasted "
+            "quote or an invisible space?)" % (name,)
+        ) from None
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query
+
+    @property
+    def origin(self) -> str:
+        return "%s://%s" % (self.scheme, _authority(self))
+
+
+def _authority(endpoint: Any) -> str:
+    host = "[%s]" % endpoint.host if ":" in endpoint.host else endpoint.host
+    return "%s:%d" % (host, endpoint.port)
+
+
+def _host_header(endpoint: _Endpoint) -> str:
+    default = 443 if endpoint.scheme == "https" else 80
+    return _authority(endpoint) if endpoint.port != default else _authority(endpoint).rsplit(":", 1)[0]
+
+
+def _split_url(url: Any, what: str) -> Any:
+    """urlsplit() of a URL option, checked; the URL is never in the message (it may be a key
+    pasted into the wrong place)."""
+    if not isinstance(url, str) or _has_control(url) or " " in url:
+        raise ConfigError("%s must be a URL without spaces or control characters" % what)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("%s has an invalid port or IPv6 address" % what) from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("%s must be an http:// or https:// URL" % what)
+    if port == 0:
+        raise ConfigError("%s has port 0, which cannot be connected to" % what)
+    _check_host(parts.hostname, what)
+    return parts
+
+
+def _check_host(host: Optional[str], what: str) -> None:
+    if not host:
+        raise ConfigError("%s has no host name" % what)
+    if ":" in host:
+        return  # an IPv6 literal, checked by urlsplit
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigError("%s has an invalid host name (an empty label, or one over 63 characters)" % what) from None
+
+
+def _is_azure_host(host: str) -> bool:
+    return host.endswith((".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com"))
+
+
+def _endpoint(base_url: str, *, azure: bool, model: Optional[str], api_version: Optional[str], api: str = "chat",
+              query: Optional[Mapping[str, Any]] = None) -> _Endpoint:
+    """Where to POST: base_url + the API's path (Azure: the deployment URL, api-version)."""
+    parts = _split_url(base_url, "base_url")
+    if parts.username or parts.password:
+        raise ConfigError("base_url must not hold credentials; pass api_key or headers instead")
+    path, query_text = parts.path.rstrip("/"), parts.query
+    if azure and "/deployments/" not in path and not path.endswith("/v1"):
+        if not model:
+            raise ConfigError("Azure OpenAI needs model= (the deployment name) or a deployment URL")
+        if not path.endswith("/openai"):
+            path += "/openai"
+        path += "/deployments/" + quote(model, safe="")
+    suffix = _API_PATHS[api]
+    if not any(path.endswith(known) for known in _API_PATHS.values()):
+        path += suffix
+    if azure and "/deployments/" in path and "api-version=" not in query_text:
+        version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
+        query_text = (query_text + "&" if query_text else "") + "api-version=" + quote(version, safe="")
+    if query:
+        from urllib.parse import urlencode
+
+        query_text = (query_text + "&" if query_text else "") + urlencode(query)
+    default_port = 443 if parts.scheme == "https" else 80
+    target = path + ("?" + query_text if query_text else "")
+    return _Endpoint(parts.scheme, parts.hostname, parts.port or default_port, target)
+
+
+def _without_credentials(url: str) -> str:
+    """A URL fit to show: no user name or password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(invalid URL)"
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """Whether NO_PROXY (names, .suffixes, *.suffixes, CIDR ranges, "*") covers `host`."""
+    host = host.lower().rstrip(".")
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if "/" in entry:
+            if _in_network(host, entry):
+                return True
+            continue
+        if entry.startswith("[") and "]" in entry:
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:
+            entry = entry.split(":")[0]
+        entry = entry.lstrip("*").lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def _in_network(host: str, network: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False
+
+
+def _env(*names: str) -> Optional[str]:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _proxy_from_env(scheme: str, host: str) -> Optional[str]:
+    """The proxy URL the environment asks for, as curl and requests read it (loopback hosts
+    too: only NO_PROXY exempts a host, e.g. NO_PROXY=localhost,127.0.0.0/8)."""
+    if _bypasses_proxy(host, _env("no_proxy", "NO_PROXY") or ""):
+        return None
+    if scheme == "https":
+        return _env("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+    if "REQUEST_METHOD" in os.environ:  # a CGI program: HTTP_PROXY may come from a request's
+        return _env("http_proxy", "all_proxy", "ALL_PROXY")  # Proxy: header (httpoxy)
+    return _env("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+class _Proxy:
+    """An http:// proxy; its credentials only ever go to the proxy, in Proxy-Authorization."""
+
+    def __init__(self, url: str) -> None:
+        if "://" not in url:
+            url = "http://" + url
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError:
+            scheme = "http"  # _split_url says what is wrong
+        if scheme != "http":
+            raise ConfigError(
+                "only http:// proxies are supported (https to the target still goes through "
+                "a CONNECT tunnel), got %r" % _clip(scheme, 20)
+            )
+        parts = _split_url(url, "the proxy URL")
+        self.host: str = parts.hostname
+        self.port: int = parts.port or 8080
+        self.headers: Dict[str, str] = {}
+        self.secrets: List[str] = []  # never to be shown: the password and its base64 token
+        if parts.username is not None:
+            import base64
+            from urllib.parse import unquote
+
+            pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+            token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+            self.headers["Proxy-Authorization"] = "Basic " + token
+            self.secrets = [token, unquote(parts.password or "")]
+
+    @property
+    def key(self) -> Tuple[str, int, str]:
+        return (self.host, self.port, self.headers.get("Proxy-Authorization", ""))
+
+    def __repr__(self) -> str:
+        return "<proxy %s:%d>" % (self.host, self.port)
+
+
+def _ssl_context(verify: bool, ca_file: Optional[str]) -> ssl.SSLContext:
+    """An explicit client context: certificates and host names verified unless verify=False."""
+    import ssl
+
+    if not verify:
+        return ssl._create_unverified_context()  # the caller said verify=False
+    ca_file = ca_file or _env("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+    ca_dir = os.environ.get("SSL_CERT_DIR") or None
+    for path, what in ((ca_file, "CA file"), (ca_dir, "CA directory")):
+        if path and not os.path.exists(path):
+            raise ConfigError("the %s %r does not exist" % (what, path))
+    try:
+        context = ssl.create_default_context(cafile=ca_file, capath=ca_dir)
+    except ssl.SSLError as exc:
+        raise ConfigError("cannot load the CA file %r: %s" % (ca_file or ca_dir, exc)) from None
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class _Budget:
+    """The time a read may take: the idle timeout, cut short by what is left of the deadline."""
+
+    def __init__(self, idle: float, deadline: Optional[float]) -> None:
+        self.idle = idle
+        self.deadline = deadline
+
+    def timeout(self) -> float:
+        if self.deadline is None:
+            return self.idle
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise APITimeoutError("the total timeout expired", which="total")
+        return min(self.idle, left)
+
+    def expired(self) -> APITimeoutError:
+        """The error for a read that timed out: the total deadline if it is (nearly) past."""
+        if self.deadline is not None and self.deadline - time.monotonic() < 0.01:
+            return APITimeoutError("the total timeout expired", which="total")
+        return APITimeoutError(
+            "no data from the server for %g s (the read timeout)" % self.idle, which="read"
+        )
+
+
+class _Settings:
+    """How a client connects: timeouts, TLS, proxies. Shared by both drivers."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, ca_file: Optional[str], verify: bool,
+                 proxy: Optional[str], keep_alive: bool) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_retries = max_retries
         self.ca_file = ca_file
         self.verify = verify
         self.proxy = _Proxy(proxy) if proxy else None
         self.no_proxy = proxy == ""  # proxy="" turns the environment's proxies off
+        self.keep_alive = keep_alive
         self._context: Optional[ssl.SSLContext] = None
         if ca_file is not None and not os.path.exists(ca_file):
             raise ConfigError("the CA file %r does not exist" % (ca_file,))
@@ -1803,175 +2577,59 @@ class _Transport:
         url = _proxy_from_env(endpoint.scheme, endpoint.host)
         return _Proxy(url) if url else None
 
-    def open(
-        self,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        body: bytes,
-        deadline: Optional[float],
-        on_retry: Optional[Callable[[], None]] = None,
-    ) -> _Response:
-        attempt = 0
-        while True:
-            try:
-                response = self._exchange(endpoint, headers, body, deadline)
-                if 200 <= response.status < 300:
-                    return response
-                error: StreamliteError = self._http_error(response)
-            except APIConnectionError as exc:
-                error = exc
-            time.sleep(self.retry_delay(error, attempt, deadline))
-            attempt += 1
-            if on_retry is not None:
-                on_retry()
-
-    def retry_delay(self, error: StreamliteError, attempt: int, deadline: Optional[float]) -> float:
-        """How long to wait before retrying after `error`; raises it when not to retry."""
-        if attempt >= self.max_retries:
-            raise error
-        if isinstance(error, APIError):
-            if not _should_retry(error.status or 0, error.headers or {}):
-                raise error
-            if error.retry_after is not None and error.retry_after > MAX_RETRY_AFTER_SECONDS:
-                raise error
-            delay = error.retry_after if error.retry_after else _backoff(attempt)
-        elif getattr(error, "retryable", False):
-            delay = _backoff(attempt)
-        else:
-            raise error
-        if deadline is not None and time.monotonic() + delay >= deadline:
-            raise error
-        return delay
-
-    def _http_error(self, response: _Response) -> APIError:
-        try:
-            body = response.read_bounded(MAX_ERROR_BODY_BYTES)
-        finally:
-            response.close()
-        return _error_from_body(response.status, response.reason, response.headers, body)
-
-    def _exchange(
-        self,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        body: bytes,
-        deadline: Optional[float],
-    ) -> _Response:
-        proxy = self.proxy_for(endpoint)
-        sock = self._connect(endpoint, proxy, deadline)
-        try:
-            reader = _TimedReader(sock, _Budget(self.read_timeout, deadline))
-            target = endpoint.target
-            if proxy is not None and endpoint.scheme == "http":
-                target = endpoint.origin + target  # absolute-form, to a forwarding proxy
-                headers = dict(headers, **proxy.headers)
-            reader.sendall(_request_head("POST", target, _host_header(endpoint), headers, len(body)) + body)
-            head = _Head()
-            rest = None
-            while rest is None:
-                data = reader.recv()
-                if not data:
-                    raise _closed_before_responding()
-                rest = head.feed(data)
-        except BaseException as exc:
-            sock.close()
-            if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
-                raise _translate_request_error(exc) from None
-            raise
-        return _Response(reader, head, rest)
-
-    def _connect(self, endpoint: _Endpoint, proxy: Optional[_Proxy], deadline: Optional[float]) -> socket.socket:
-        """A connected socket (through the proxy's tunnel, with TLS for https), all within the
-        connect timeout."""
-        timeout = self.connect_budget(deadline)
-        ends = time.monotonic() + timeout
-        host, port = (proxy.host, proxy.port) if proxy is not None else (endpoint.host, endpoint.port)
-        context = self.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
-        try:
-            sock = socket.create_connection((host, port), timeout)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if endpoint.scheme == "https":
-                    if proxy is not None:
-                        _tunnel(sock, endpoint, proxy, ends)
-                    sock.settimeout(max(0.001, ends - time.monotonic()))
-                    sock = context.wrap_socket(sock, server_hostname=endpoint.host)  # type: ignore[union-attr]
-            except BaseException:
-                sock.close()
-                raise
-        except StreamliteError:
-            raise
-        except OSError as exc:
-            raise self.connect_error(exc, endpoint, proxy, deadline) from None
-        return sock
-
     def connect_budget(self, deadline: Optional[float]) -> float:
         """The time connecting may take: the connect timeout, cut short by the deadline."""
         if deadline is None:
             return self.connect_timeout
         return max(0.001, min(self.connect_timeout, deadline - time.monotonic()))
 
-    def connect_error(
-        self, exc: BaseException, endpoint: _Endpoint, proxy: Optional[_Proxy], deadline: Optional[float]
-    ) -> StreamliteError:
+    def connect_error(self, exc: BaseException, endpoint: _Endpoint, proxy: Optional[_Proxy],
+                      deadline: Optional[float], timed_out: bool = False) -> StreamliteError:
         """A clear, typed error for a failure to connect (TCP, proxy tunnel or TLS)."""
-        import ssl
-
-        where = "%s:%d" % (endpoint.host, endpoint.port)
+        if isinstance(exc, StreamliteError):
+            return exc
+        where = _authority(endpoint)
         via = " through the proxy %s:%d" % (proxy.host, proxy.port) if proxy else ""
-        if isinstance(exc, (socket.timeout, TimeoutError)) and not isinstance(exc, StreamliteError):
+        if timed_out:
             if deadline is not None and deadline - time.monotonic() < 0.01:
                 return APITimeoutError("the total timeout expired while connecting to %s%s" % (where, via), which="total")
             return APITimeoutError(
-                "could not connect to %s%s within %g s (the connect timeout)"
-                % (where, via, self.connect_timeout),
+                "could not connect to %s%s within %g s (the connect timeout)" % (where, via, self.connect_timeout),
                 which="connect",
             )
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            reason = str(exc.verify_message or exc.reason).rstrip(".")
-            if "mismatch" in reason:
-                advice = (
-                    "the certificate is for another name: check the host in base_url (verify=False "
-                    "turns checking off)"
-                )
-            elif "expired" in reason or "not yet valid" in reason:
-                advice = (
-                    "the server's certificate is outside its validity dates: it must be renewed, or "
-                    "this machine's clock is wrong (verify=False turns checking off)"
-                )
-            else:
-                advice = (
-                    "if a corporate proxy or a private CA signs this certificate, pass ca_file= or "
-                    "set SSL_CERT_FILE to a CA bundle that includes it (verify=False turns checking off)"
-                )
-            return APIConnectionError(
-                "TLS certificate verification failed for %s: %s; %s" % (endpoint.host, reason, advice)
+        tls = _tls_error(exc, endpoint)
+        if tls is not None:
+            return tls
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        return APIConnectionError("could not connect to %s%s: %s" % (where, via, reason), retryable=True)
+
+
+def _tls_error(exc: BaseException, endpoint: _Endpoint) -> Optional[APIConnectionError]:
+    if "ssl" not in sys.modules:
+        return None
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = str(exc.verify_message or exc.reason).rstrip(".")
+        if "mismatch" in reason:
+            advice = "the certificate is for another name: check the host in base_url"
+        elif "expired" in reason or "not yet valid" in reason:
+            advice = (
+                "the server's certificate is outside its validity dates: it must be renewed, or "
+                "this machine's clock is wrong"
             )
-        if isinstance(exc, ssl.SSLError):
-            return APIConnectionError("TLS handshake with %s failed: %s" % (where, exc.reason or exc))
-        error = APIConnectionError(
-            "could not connect to %s%s: %s" % (where, via, getattr(exc, "strerror", None) or exc.__class__.__name__)
+        else:
+            advice = (
+                "if a corporate proxy or a private CA signs this certificate, pass ca_file= or "
+                "set SSL_CERT_FILE to a CA bundle that includes it"
+            )
+        return APIConnectionError(
+            "TLS certificate verification failed for %s: %s; %s (verify=False turns checking off)"
+            % (endpoint.host, reason, advice)
         )
-        error.retryable = True  # type: ignore[attr-defined]
-        return error
-
-
-def _tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: float) -> None:
-    """Open a CONNECT tunnel through the proxy to the endpoint, before `ends`."""
-    sock.settimeout(max(0.001, ends - time.monotonic()))
-    sock.sendall(_connect_request(endpoint, proxy))
-    head = _Head()
-    rest = None
-    while rest is None:
-        sock.settimeout(max(0.001, ends - time.monotonic()))
-        data = sock.recv(_READ_SIZE)
-        if not data:
-            raise APIConnectionError("the proxy %s:%d closed the connection during CONNECT" % (proxy.host, proxy.port))
-        rest = head.feed(data)
-    if head.status != 200:
-        raise _tunnel_error(head.status, head.reason, endpoint, proxy)
-    if rest:
-        raise ProtocolError("the proxy sent data before the tunnel was open")
+    if isinstance(exc, ssl.SSLError):
+        return APIConnectionError("TLS handshake with %s failed: %s" % (_authority(endpoint), exc.reason or exc))
+    return None
 
 
 def _connect_request(endpoint: _Endpoint, proxy: _Proxy) -> bytes:
@@ -1979,703 +2637,992 @@ def _connect_request(endpoint: _Endpoint, proxy: _Proxy) -> bytes:
     return _request_head("CONNECT", authority, authority, proxy.headers, None)
 
 
-def _tunnel_error(status: int, reason: str, endpoint: _Endpoint, proxy: _Proxy) -> APIError:
-    what = "needs credentials (407 Proxy Authentication Required)" if status == 407 else "refused it"
-    return APIError(
-        "the proxy %s:%d was asked for a CONNECT tunnel to %s and %s"
-        % (proxy.host, proxy.port, _authority(endpoint), what),
-        status=status,
-    )
+def _tunnel_answer(head: _Head, rest: bytes, endpoint: _Endpoint, proxy: _Proxy) -> None:
+    """Check a proxy's answer to CONNECT: 200 and nothing after it, else a typed error."""
+    if head.status != 200:
+        what = "needs credentials (407 Proxy Authentication Required)" if head.status == 407 else "refused it"
+        raise APIError(
+            "the proxy %s:%d was asked for a CONNECT tunnel to %s and %s"
+            % (proxy.host, proxy.port, _authority(endpoint), what),
+            status=head.status,
+        )
+    if rest:
+        raise ProtocolError("the proxy sent data before the tunnel was open")
 
 
-def _authority(endpoint: _Endpoint) -> str:
-    host = "[%s]" % endpoint.host if ":" in endpoint.host else endpoint.host
-    return "%s:%d" % (host, endpoint.port)
+def _tunnel_closed(proxy: _Proxy) -> APIConnectionError:
+    return APIConnectionError("the proxy %s:%d closed the connection during CONNECT" % (proxy.host, proxy.port))
 
 
-def _closed_before_responding() -> APIConnectionError:
-    error = APIConnectionError("the server closed the connection before responding")
-    error.retryable = True  # type: ignore[attr-defined]
-    return error
+class _Pool:
+    """Idle connections by origin, most recent last, for reuse (no I/O: the drivers open, check
+    and close them). Thread-safe; a connection is either here or owned by one stream. take()
+    and put() return the connections the caller must close (expired, or over the limit)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._idle: Dict[Any, List[Any]] = {}
+        self.watchers: Dict[Any, Any] = {}  # the async driver's, one per event loop
+
+    def take(self, key: Any, now: float) -> Tuple[Optional[Any], List[Any]]:
+        with self._lock:
+            idle = self._idle.get(key)
+            if not idle:
+                return None, []
+            expired = [conn for conn in idle if conn.expires <= now]
+            fresh = [conn for conn in idle if conn.expires > now]
+            conn = fresh.pop() if fresh else None
+            if fresh:
+                self._idle[key] = fresh
+            else:
+                del self._idle[key]
+        return conn, expired
+
+    def put(self, conn: Any) -> List[Any]:
+        with self._lock:
+            idle = self._idle.setdefault(conn.key, [])
+            idle.append(conn)
+            if len(idle) <= _MAX_IDLE_PER_ORIGIN:
+                return []
+            return [idle.pop(0)]
+
+    def drain(self, select: Optional[Callable[[Any], bool]] = None) -> List[Any]:
+        """Take out the idle connections (those whose key `select` accepts)."""
+        with self._lock:
+            keys = [key for key in self._idle if select is None or select(key)]
+            return [conn for key in keys for conn in self._idle.pop(key)]
 
 
-def _translate_request_error(exc: OSError) -> StreamliteError:
-    """A failure while sending the request or reading the response head."""
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-        return _closed_before_responding()
-    error = APIConnectionError("the connection failed: %s" % (getattr(exc, "strerror", None) or exc))
-    error.retryable = True  # type: ignore[attr-defined]
-    return error
+class _Request:
+    """One call, ready to send (no I/O): where, the head's fields, the body, the deadline."""
+
+    __slots__ = ("endpoint", "headers", "payload", "body", "deadline", "secrets")
+
+    def __init__(self, endpoint: _Endpoint, headers: Dict[str, str], payload: Dict[str, Any],
+                 deadline: Optional[float], secrets: List[str]) -> None:
+        self.endpoint = endpoint
+        self.headers = headers
+        self.payload = payload
+        self.body = _encode(payload)
+        self.deadline = deadline
+        self.secrets = secrets  # scrubbed from every error: the key, proxy and header credentials
+
+    def without(self, field: str) -> _Request:
+        payload = {key: value for key, value in self.payload.items() if key != field}
+        return _Request(self.endpoint, self.headers, payload, self.deadline, self.secrets)
+
+    def head(self, proxy: Optional[_Proxy], keep_alive: bool) -> bytes:
+        endpoint, headers, target = self.endpoint, self.headers, self.endpoint.target
+        if proxy is not None and endpoint.scheme == "http":
+            target = endpoint.origin + target  # absolute-form, to a forwarding proxy
+            headers = dict(headers, **proxy.headers)
+        return _request_head("POST", target, _host_header(endpoint), headers, len(self.body), keep_alive)
 
 
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: 0.5 s doubling, capped at 8 s."""
-    import random
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: JSON escapes carry it
+            return json.dumps(payload, allow_nan=False).encode("ascii")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError("the request body cannot be encoded as JSON: %s" % _clip(str(exc), 200)) from None
 
-    return float(min(0.5 * 2**attempt, 8.0) * (0.75 + random.random() / 4))
+
+def _connection_key(endpoint: _Endpoint, proxy: Optional[_Proxy]) -> Tuple[Any, ...]:
+    return (endpoint.scheme, endpoint.host, endpoint.port, proxy.key if proxy is not None else None)
+
+
+class _Link:
+    """What a Stream shares with the generator that reads it, and nothing more: the generator
+    holds no reference to its Stream, so a dropped stream closes its socket at once."""
+
+    __slots__ = ("response", "closed", "reading")
+
+    def __init__(self) -> None:
+        self.response: Any = None
+        self.closed = False  # close() was called
+        self.reading = False  # an async read is under way
+
+
+def _closed_by_caller() -> APIConnectionError:
+    return APIConnectionError("the stream was closed (close() was called) while it was being read")
+
+
+class _Session:
+    """What the drivers use of a client: settings, the idle connections, the retry policy."""
+
+    def __init__(self, settings: _Settings, max_retries: int) -> None:
+        self.settings = settings
+        self.pool = _Pool() if settings.keep_alive else None
+        self.retry = _RetryPolicy(max_retries)
+
+    def next_attempt(self, error: StreamliteError, request: _Request, decoder: _StreamDecoder) -> Tuple[float, _Request]:
+        """After a failed attempt: how long to wait and what to send next; raises `error` when
+        it is not to be retried. A server that rejects stream_options gets the request again
+        without it (not a retry; the Completion says so in `warnings`)."""
+        if isinstance(error, APIError) and _rejects_stream_options(error, request.payload):
+            decoder.accumulator.warnings.append(
+                "the server rejected stream_options; the request was sent again without it, so "
+                "usage may be missing"
+            )
+            return 0.0, request.without("stream_options")
+        delay = self.retry.delay(error, decoder.retries, request.deadline)
+        if delay is None:
+            raise error
+        decoder.retries += 1
+        return delay, request
+
+    def idle(self) -> List[Any]:
+        """The idle connections, taken out of the pool for the caller to close."""
+        return self.pool.drain() if self.pool is not None else []
+
+
+def _rejects_stream_options(error: APIError, payload: Mapping[str, Any]) -> bool:
+    if error.status not in (400, 422) or "stream_options" not in payload:
+        return False
+    text = (error.message + " " + _json_text(error.body)).lower()
+    return "stream_options" in text or "include_usage" in text
+
+
+###############################################################################
+# Sync driver #################################################################
+###############################################################################
+#
+# Strategy: blocking sockets. The driver connects (TCP, proxy tunnel, TLS), sends, and feeds
+# what it reads to the _ResponseParser; every decision about HTTP, retries and errors is made in
+# the sections above (the async driver below has the same functions in the same order). Each
+# recv and send is bounded by the budget: the idle timeout, cut short by the total deadline.
+# Idle connections wait in the client's _Pool; one is reused only after its body was read to
+# the end, and only after a check that the server has not closed it meanwhile.
+
+
+def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to host:port, each address in turn; the socket is closed on any
+    failure, Ctrl-C included (socket.create_connection leaks it then)."""
+    ends = time.monotonic() + timeout
+    error: Optional[OSError] = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(max(0.001, ends - time.monotonic()))
+            sock.connect(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError) or isinstance(exc, socket.timeout):
+                raise
+            error = exc
+    raise error if error is not None else OSError("no address for the host")
+
+
+def _sync_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
+                  deadline: Optional[float]) -> _SyncConnection:
+    """A new connection (through the proxy's tunnel, with TLS for https) within the connect
+    timeout."""
+    timeout = settings.connect_budget(deadline)
+    ends = time.monotonic() + timeout
+    context = settings.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
+    host, port = (proxy.host, proxy.port) if proxy is not None else (endpoint.host, endpoint.port)
+    try:
+        sock = _open_socket(host, port, timeout)
+        try:
+            if context is not None:
+                if proxy is not None:
+                    _sync_tunnel(sock, endpoint, proxy, ends)
+                sock.settimeout(max(0.001, ends - time.monotonic()))
+                sock = context.wrap_socket(sock, server_hostname=endpoint.host)
+        except BaseException:
+            sock.close()
+            raise
+    except socket.timeout as exc:
+        raise settings.connect_error(exc, endpoint, proxy, deadline, timed_out=True) from None
+    except OSError as exc:
+        raise settings.connect_error(exc, endpoint, proxy, deadline) from None
+    return _SyncConnection(sock, _connection_key(endpoint, proxy))
+
+
+def _sync_tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: float) -> None:
+    """Open a CONNECT tunnel through the proxy to the endpoint, before `ends`."""
+    sock.settimeout(max(0.001, ends - time.monotonic()))
+    sock.sendall(_connect_request(endpoint, proxy))
+    head, rest = _Head(), None
+    while rest is None:
+        sock.settimeout(max(0.001, ends - time.monotonic()))
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            raise _tunnel_closed(proxy)
+        rest = head.feed(data)
+    _tunnel_answer(head, rest, endpoint, proxy)
+
+
+class _SyncConnection:
+    """A connected socket (tunnel and TLS done); reads and writes bounded by a budget."""
+
+    def __init__(self, sock: socket.socket, key: Any) -> None:
+        self.sock = sock
+        self.key = key
+        self.expires = 0.0  # when an idle connection must no longer be used
+        self.reused = False
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+        self._timeout: Optional[float] = None  # the socket's, changed only when it must be
+
+    def recv(self, budget: _Budget, size: int = _READ_SIZE) -> bytes:
+        timeout = budget.timeout()
+        if timeout != self._timeout:  # settimeout() costs two system calls
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+        try:
+            data = self.sock.recv(size)
+        except socket.timeout:
+            raise budget.expired() from None
+        except OSError as exc:
+            if isinstance(exc, ConnectionResetError) and not self.bytes:
+                raise _closed_before_responding() from None
+            raise _broken_connection(exc) from None
+        if data:
+            if self.first_byte_at is None:
+                self.first_byte_at = time.monotonic()
+            self.bytes += len(data)
+        return data
+
+    def send(self, data: bytes, budget: _Budget) -> None:
+        """Send it all; an OSError is the caller's to judge (a stale connection?)."""
+        self._timeout = budget.timeout()
+        self.sock.settimeout(self._timeout)
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise budget.expired() from None
+
+    def is_stale(self) -> bool:
+        """Whether an idle connection can no longer be used: the server closed it, or sent
+        something unasked (a TLS session ticket is fine)."""
+        import select
+
+        try:
+            if not select.select([self.sock], [], [], 0)[0] and not getattr(self.sock, "pending", int)():
+                return False
+            self.sock.setblocking(False)
+            self._timeout = None
+            return bool(self.sock.recv(1)) or True
+        except (BlockingIOError, ValueError):
+            return False
+        except OSError as exc:  # ssl.SSLWantReadError: only a TLS record, no data
+            return type(exc).__name__ != "SSLWantReadError"
+
+    def start(self) -> None:
+        """A new request on this connection: its counters start again."""
+        self.bytes = 0
+        self.first_byte_at = None
+
+    def shutdown(self) -> None:
+        """Wake a reader blocked in recv in another thread (close() alone does not)."""
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _sync_take(pool: Optional[_Pool], key: Any) -> Optional[_SyncConnection]:
+    """An idle connection to reuse, or None; stale and expired ones are closed."""
+    while pool is not None:
+        conn, expired = pool.take(key, time.monotonic())
+        for old in expired:
+            old.close()
+        if conn is None:
+            return None
+        if not conn.is_stale():
+            conn.reused = True
+            return conn  # type: ignore[no-any-return]
+        conn.close()
+    return None
+
+
+def _sync_exchange(session: _Session, request: _Request) -> _SyncResponse:
+    """Send the request on an idle or a new connection and read the response head. A reused
+    connection that fails while the request is being sent is replaced and the request sent
+    again: the server cannot have had all of it (that is not a retry)."""
+    settings = session.settings
+    proxy = settings.proxy_for(request.endpoint)
+    budget = _Budget(settings.read_timeout, request.deadline)
+    conn = _sync_take(session.pool, _connection_key(request.endpoint, proxy))
+    if conn is None:
+        conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
+    data = request.head(proxy, settings.keep_alive) + request.body
+    try:
+        try:
+            conn.send(data, budget)
+        except OSError:
+            if not conn.reused:
+                raise
+            conn.close()
+            conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
+            conn.send(data, budget)
+        conn.start()
+        parser, rest = _ResponseParser(), None
+        while rest is None:
+            received = conn.recv(budget)
+            if not received:
+                raise _closed_before_responding()
+            rest = parser.feed_head(received)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
+            raise _closed_before_responding() from None
+        raise
+    return _SyncResponse(conn, parser, rest, budget)
+
+
+class _SyncResponse:
+    """A response whose head has been read; pieces() is the receive loop of its body."""
+
+    def __init__(self, conn: _SyncConnection, parser: _ResponseParser, rest: bytes, budget: _Budget) -> None:
+        self.conn: Optional[_SyncConnection] = conn
+        self.parser = parser
+        self.head: _Head = parser.head  # type: ignore[assignment]
+        self.budget = budget
+        self._rest = rest  # body bytes that came with the head
+        self.counters = conn
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body, piece by piece as it arrives (de-chunked and inflated)."""
+        parser, conn, budget = self.parser, self.conn, self.budget
+        assert conn is not None
+        data, self._rest = self._rest, b""
+        while True:
+            if data:
+                yield from parser.feed(data)
+            if parser.complete:
+                return
+            data = conn.recv(budget, parser.wanted())
+            if not data:
+                parser.eof()
+                return
+
+    def read(self, limit: int, out: Optional[bytearray] = None) -> bytes:
+        """The body, up to `limit` bytes (more is not read); into `out` when given."""
+        out = bytearray() if out is None else out
+        for piece in self.pieces():
+            out += piece
+            if len(out) > limit:
+                break
+        return bytes(out)
+
+    def http_error(self, pool: Optional[_Pool]) -> APIError:
+        """The APIError of a response that is not 2xx, from its (bounded) body: what arrived
+        of it, if it stalls or breaks (the status tells the story)."""
+        body = bytearray()
+        try:
+            self.read(MAX_ERROR_BODY_BYTES, body)
+        except StreamliteError:
+            pass
+        self.release(pool, False)
+        return _error_from_body(self.head.status, self.head.reason, self.head.headers, bytes(body[:MAX_ERROR_BODY_BYTES]))
+
+    def release(self, pool: Optional[_Pool], done: bool) -> None:
+        """Give the connection back for reuse if its body was read to the end (after the
+        stream's last event, the end may take a moment: _DONE_GRACE_SECONDS), else close it."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if pool is not None and done and not self.parser.complete:
+            self._drain(conn)
+        if pool is not None and self.parser.reusable:
+            conn.expires = time.monotonic() + self.head.idle_timeout(_KEEP_ALIVE_SECONDS)
+            for old in pool.put(conn):
+                old.close()
+        else:
+            conn.close()
+
+    def _drain(self, conn: _SyncConnection) -> None:
+        ends = time.monotonic() + _DONE_GRACE_SECONDS
+        deadline = ends if self.budget.deadline is None else min(ends, self.budget.deadline)
+        self.budget = _Budget(_DONE_GRACE_SECONDS, deadline)
+        self.conn = conn
+        try:
+            for _ in self.pieces():
+                pass
+        except StreamliteError:
+            pass
+        finally:
+            self.conn = None
+
+    def abort(self) -> None:
+        """Close the connection now, also under a reader in another thread."""
+        conn = self.conn
+        if conn is not None:
+            conn.shutdown()
+
+
+def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) -> _SyncResponse:
+    """Send the request until a 2xx head arrives, retrying as the client's policy allows."""
+    while True:
+        try:
+            response = _sync_exchange(session, request)
+            if 200 <= response.head.status < 300:
+                decoder.connection_reused = response.counters.reused
+                decoder.counters = response.counters
+                return response
+            error: StreamliteError = response.http_error(session.pool)
+        except APIConnectionError as exc:
+            error = exc
+        delay, request = session.next_attempt(error, request, decoder)
+        if delay:
+            time.sleep(delay)
+
+
+def _sync_deltas(session: _Session, request: _Request, decoder: _StreamDecoder, link: _Link) -> Generator[Delta, None, None]:
+    """The deltas of a stream whose response is link.response. A connection that fails before
+    any delta was handed out sends the request again, as the retry policy allows. It holds no
+    reference to its Stream: a dropped stream's socket closes at once, without the GC."""
+    try:
+        while True:
+            try:
+                yield from _sync_read(link.response, decoder)
+                return
+            except APIConnectionError as exc:
+                if link.closed:
+                    raise _closed_by_caller() from None
+                if decoder.delivered or isinstance(exc, APITimeoutError):
+                    raise
+                link.response.release(None, False)
+                delay, request = session.next_attempt(exc, request, decoder)
+                time.sleep(delay)
+                link.response = _sync_open(session, request, decoder)
+                decoder.restart(link.response.head.content_type)
+    except StreamliteError as exc:
+        raise decoder.attach_partial(exc, request.secrets)
+    finally:
+        if decoder.ended_at is None:
+            decoder.ended_at = time.monotonic()
+        link.response.release(None if link.closed else session.pool, decoder.done)
+
+
+def _sync_read(response: _SyncResponse, decoder: _StreamDecoder) -> Iterator[Delta]:
+    add = decoder.add
+    if decoder.is_json:
+        for delta in decoder.whole_json(response.read(decoder.max_event_bytes)):
+            add(delta)
+            yield delta
+    else:
+        feed = decoder.feed
+        for piece in response.pieces():
+            for delta in feed(piece):
+                add(delta)
+                yield delta
+            if decoder.error is not None or decoder.done:
+                break
+        for delta in decoder.flush():
+            add(delta)
+            yield delta
+        if decoder.error is None and not decoder.done:
+            decoder.end()
+    if decoder.error is not None:
+        raise decoder.error
+
+
+###############################################################################
+# Async driver ################################################################
+###############################################################################
+#
+# Strategy: the sync driver's functions, in the same order, on asyncio streams. Each read is
+# bounded by the same budget (computed before the read is started, so an expired deadline
+# never leaves a coroutine unawaited). Connections remember their event loop and are never
+# used from another.
+
+
+async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
+                         deadline: Optional[float]) -> _AsyncConnection:
+    """A new connection (through the proxy's tunnel, with TLS for https) within the connect
+    timeout."""
+    import asyncio
+
+    timeout = settings.connect_budget(deadline)
+    context = settings.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
+    if context is not None and proxy is not None and not hasattr(asyncio.StreamWriter, "start_tls"):
+        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
+    try:
+        if proxy is None:
+            streams = asyncio.open_connection(endpoint.host, endpoint.port, ssl=context, limit=_READ_SIZE)
+        else:
+            streams = _async_tunnel(endpoint, proxy, context)
+        reader, writer = await asyncio.wait_for(streams, timeout)
+    except asyncio.TimeoutError as exc:
+        raise settings.connect_error(exc, endpoint, proxy, deadline, timed_out=True) from None
+    except OSError as exc:
+        raise settings.connect_error(exc, endpoint, proxy, deadline) from None
+    return _AsyncConnection(reader, writer, _connection_key(endpoint, proxy))
+
+
+async def _async_tunnel(endpoint: _Endpoint, proxy: _Proxy, context: Any) -> Tuple[Any, Any]:
+    """Connect to an http:// proxy; for an https target, open a CONNECT tunnel and start TLS.
+    The proxy connection is closed on any failure."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
+    try:
+        if context is None:
+            return reader, writer
+        writer.write(_connect_request(endpoint, proxy))
+        head, rest = _Head(), None
+        while rest is None:
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                raise _tunnel_closed(proxy)
+            rest = head.feed(data)
+        _tunnel_answer(head, rest, endpoint, proxy)
+        await getattr(writer, "start_tls")(context, server_hostname=endpoint.host)  # 3.11+, checked
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+class _AsyncConnection:
+    """A connected asyncio stream pair; reads and writes bounded by a budget."""
+
+    def __init__(self, reader: Any, writer: Any, key: Any) -> None:
+        import asyncio
+
+        self.reader = reader
+        self.writer = writer
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.expires = 0.0
+        self.reused = False
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+
+    async def recv(self, budget: _Budget, size: int = _READ_SIZE) -> bytes:
+        import asyncio
+
+        timeout = budget.timeout()  # before the read is made: an expired deadline raises here
+        try:
+            data: bytes = await asyncio.wait_for(self.reader.read(size), timeout)
+        except asyncio.TimeoutError:
+            raise budget.expired() from None
+        except OSError as exc:
+            if isinstance(exc, ConnectionResetError) and not self.bytes:
+                raise _closed_before_responding() from None
+            raise _broken_connection(exc) from None
+        if data:
+            if self.first_byte_at is None:
+                self.first_byte_at = time.monotonic()
+            self.bytes += len(data)
+        return data
+
+    async def send(self, data: bytes, budget: _Budget) -> None:
+        import asyncio
+
+        timeout = budget.timeout()
+        self.writer.write(data)
+        try:
+            await asyncio.wait_for(self.writer.drain(), timeout)
+        except asyncio.TimeoutError:
+            raise budget.expired() from None
+
+    def is_stale(self) -> bool:
+        import asyncio
+
+        if self.loop is not asyncio.get_running_loop():
+            return True
+        reader = self.reader
+        return bool(reader.at_eof() or self.writer.is_closing() or reader.exception() or getattr(reader, "_buffer", b""))
+
+    def start(self) -> None:
+        self.bytes = 0
+        self.first_byte_at = None
+
+    def shutdown(self) -> None:
+        """Stop a read under way in another task: the transport closes at once."""
+        try:
+            self.writer.transport.abort()
+        except RuntimeError:  # the event loop is closed
+            pass
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except RuntimeError:  # the event loop is closed: nothing can run on it any more
+            pass
+
+
+def _async_take(pool: Optional[_Pool], key: Any) -> Optional[_AsyncConnection]:
+    """An idle connection to reuse, or None; stale and expired ones are closed."""
+    while pool is not None:
+        conn, expired = pool.take(key, time.monotonic())
+        for old in expired:
+            old.close()
+        if conn is None:
+            return None
+        if not conn.is_stale():
+            conn.reused = True
+            return conn  # type: ignore[no-any-return]
+        conn.close()
+    return None
+
+
+async def _async_exchange(session: _Session, request: _Request) -> _AsyncResponse:
+    """Send the request on an idle or a new connection and read the response head (as
+    _sync_exchange)."""
+    settings = session.settings
+    proxy = settings.proxy_for(request.endpoint)
+    budget = _Budget(settings.read_timeout, request.deadline)
+    conn = _async_take(session.pool, (_connection_key(request.endpoint, proxy), id(_running_loop())))
+    if conn is None:
+        conn = await _async_connect(settings, request.endpoint, proxy, request.deadline)
+        conn.key = (conn.key, id(conn.loop))
+    data = request.head(proxy, settings.keep_alive) + request.body
+    try:
+        try:
+            await conn.send(data, budget)
+        except OSError:
+            if not conn.reused:
+                raise
+            conn.close()
+            conn = await _async_connect(settings, request.endpoint, proxy, request.deadline)
+            conn.key = (conn.key, id(conn.loop))
+            await conn.send(data, budget)
+        conn.start()
+        parser, rest = _ResponseParser(), None
+        while rest is None:
+            received = await conn.recv(budget)
+            if not received:
+                raise _closed_before_responding()
+            rest = parser.feed_head(received)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
+            raise _closed_before_responding() from None
+        raise
+    return _AsyncResponse(conn, parser, rest, budget)
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 class _AsyncResponse:
-    """An HTTP response read with asyncio streams; the same framing and budget as _Response."""
+    """A response whose head has been read; pieces() is the receive loop of its body."""
 
-    def __init__(self, reader: Any, writer: Any, budget: _Budget) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, conn: _AsyncConnection, parser: _ResponseParser, rest: bytes, budget: _Budget) -> None:
+        self.conn: Optional[_AsyncConnection] = conn
+        self.parser = parser
+        self.head: _Head = parser.head  # type: ignore[assignment]
         self.budget = budget
-        self.bytes = 0
-        self.first_byte_at: Optional[float] = None
-        self.status = 0
-        self.reason = ""
-        self.headers: Dict[str, str] = {}
-        self.content_type = ""
-        self._framer = _BodyFramer(False, None)
-        self._rest = b""  # body bytes that came with the head
-
-    async def _wait(self, operation: Any) -> Any:
-        import asyncio
-
-        try:
-            return await asyncio.wait_for(operation, self.budget.timeout())
-        except asyncio.TimeoutError:
-            raise self.budget.expired() from None
-
-    async def read_head(self) -> None:
-        """Read the status line and headers, skipping 1xx responses (within the deadline)."""
-        head = _Head()
-        rest = None
-        while rest is None:
-            data = await self._wait(self._reader.read(_READ_SIZE))
-            if not data:
-                raise _closed_before_responding()
-            self._note(len(data))
-            rest = head.feed(data)
-        self.status, self.reason, self.headers = head.status, head.reason, head.headers
-        self.content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
-        self._framer = head.framer()
         self._rest = rest
+        self.counters = conn
 
-    def _note(self, count: int) -> None:
-        if self.first_byte_at is None:
-            self.first_byte_at = time.monotonic()
-        self.bytes += count
-
-    async def pieces(self) -> Any:
-        """The body, piece by piece as it arrives (an async iterator)."""
-        framer = self._framer
-        inflater = _Inflater.for_encoding(self.headers.get("content-encoding", ""))
+    async def pieces(self) -> AsyncIterator[bytes]:
+        """The body, piece by piece as it arrives (de-chunked and inflated)."""
+        parser, conn, budget = self.parser, self.conn, self.budget
+        assert conn is not None
         data, self._rest = self._rest, b""
-        while not framer.complete:
-            if not data:
-                data = await self._wait(self._reader.read(framer.wanted()))
-                if not data:
-                    framer.eof()
-                    return
-                self._note(len(data))
-            payload = framer.feed(data)
-            data = b""
-            if payload:
-                for piece in [payload] if inflater is None else inflater.feed(payload):
+        while True:
+            if data:
+                for piece in parser.feed(data):
                     yield piece
-                if framer.failed is not None:
-                    raise framer.failed
+            if parser.complete:
+                return
+            data = await conn.recv(budget, parser.wanted())
+            if not data:
+                parser.eof()
+                return
 
-    async def read_bounded(self, limit: int) -> bytes:
-        out = bytearray()
-        try:
-            async for piece in self.pieces():
-                out += piece
-                if len(out) >= limit:
-                    del out[limit:]
-                    break
-        except (StreamliteError, OSError):
-            pass
+    async def read(self, limit: int, out: Optional[bytearray] = None) -> bytes:
+        out = bytearray() if out is None else out
+        async for piece in self.pieces():
+            out += piece
+            if len(out) > limit:
+                break
         return bytes(out)
 
-    def close(self) -> None:
-        self._writer.close()
+    async def http_error(self, pool: Optional[_Pool]) -> APIError:
+        body = bytearray()
+        try:
+            await self.read(MAX_ERROR_BODY_BYTES, body)
+        except StreamliteError:
+            pass
+        await self.release(pool, False)
+        return _error_from_body(self.head.status, self.head.reason, self.head.headers, bytes(body[:MAX_ERROR_BODY_BYTES]))
+
+    async def release(self, pool: Optional[_Pool], done: bool) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if pool is not None and done and not self.parser.complete:
+            await self._drain(conn)
+        if pool is not None and self.parser.reusable:
+            conn.expires = time.monotonic() + self.head.idle_timeout(_KEEP_ALIVE_SECONDS)
+            await _watch_loop(pool, conn.key[1])
+            for old in pool.put(conn):
+                old.close()
+        else:
+            conn.close()
+
+    async def _drain(self, conn: _AsyncConnection) -> None:
+        ends = time.monotonic() + _DONE_GRACE_SECONDS
+        deadline = ends if self.budget.deadline is None else min(ends, self.budget.deadline)
+        self.budget = _Budget(_DONE_GRACE_SECONDS, deadline)
+        self.conn = conn
+        try:
+            async for _ in self.pieces():
+                pass
+        except StreamliteError:
+            pass
+        finally:
+            self.conn = None
+
+    def abort(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.shutdown()
+
+    def close_now(self) -> None:
+        """Close without awaiting anything (from __del__)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
 
 
-def _request_head(method: str, target: str, host: str, headers: Mapping[str, str], length: Optional[int]) -> bytes:
-    """A request head; a body's length makes it a POST that asks the server to close after it."""
-    lines = ["%s %s HTTP/1.1" % (method, target)]
-    if not any(name.lower() == "host" for name in headers):
-        lines.append("Host: " + host)
-    lines += ["%s: %s" % item for item in headers.items()]
-    if length is not None:
-        lines += ["Content-Length: %d" % length, "Connection: close"]
-    lines += ["", ""]
-    return "\r\n".join(lines).encode("latin-1", "strict")
+async def _watch_loop(pool: _Pool, loop_id: int) -> None:
+    """Make sure the idle connections of this event loop are closed before the loop is:
+    asyncio.run() closes the loop's async generators first, and this one's `finally` then
+    closes the connections (no "unclosed transport" warnings from a client never closed)."""
+    if loop_id in pool.watchers:
+        return
+
+    async def watcher() -> AsyncIterator[None]:
+        try:
+            yield None
+        finally:
+            pool.watchers.pop(loop_id, None)
+            for conn in pool.drain(lambda key: key[1] == loop_id):
+                conn.close()
+
+    guard = watcher()
+    await guard.__anext__()
+    pool.watchers[loop_id] = guard
 
 
-def _host_header(endpoint: _Endpoint) -> str:
-    host = "[%s]" % endpoint.host if ":" in endpoint.host else endpoint.host
-    default = 443 if endpoint.scheme == "https" else 80
-    return host if endpoint.port == default else "%s:%d" % (host, endpoint.port)
-
-
-async def _async_open(
-    transport: _Transport,
-    endpoint: _Endpoint,
-    headers: Dict[str, str],
-    body: bytes,
-    deadline: Optional[float],
-    on_retry: Callable[[], None],
-) -> _AsyncResponse:
-    """The async twin of _Transport.open: same retry policy, asyncio streams for the bytes."""
+async def _async_open(session: _Session, request: _Request, decoder: _StreamDecoder) -> _AsyncResponse:
+    """Send the request until a 2xx head arrives, retrying as the client's policy allows."""
     import asyncio
 
-    attempt = 0
     while True:
         try:
-            response = await _async_exchange(transport, endpoint, headers, body, deadline)
-            if 200 <= response.status < 300:
+            response = await _async_exchange(session, request)
+            if 200 <= response.head.status < 300:
+                decoder.connection_reused = response.counters.reused
+                decoder.counters = response.counters
                 return response
-            try:
-                data = await response.read_bounded(MAX_ERROR_BODY_BYTES)
-            finally:
-                response.close()
-            error: StreamliteError = _error_from_body(response.status, response.reason, response.headers, data)
+            error: StreamliteError = await response.http_error(session.pool)
         except APIConnectionError as exc:
             error = exc
-        await asyncio.sleep(transport.retry_delay(error, attempt, deadline))
-        attempt += 1
-        on_retry()
+        delay, request = session.next_attempt(error, request, decoder)
+        if delay:
+            await asyncio.sleep(delay)
 
 
-async def _async_exchange(
-    transport: _Transport, endpoint: _Endpoint, headers: Dict[str, str], body: bytes, deadline: Optional[float]
-) -> _AsyncResponse:
+async def _async_deltas(session: _Session, request: _Request, decoder: _StreamDecoder,
+                        link: _Link) -> AsyncIterator[Delta]:
+    """The deltas of a stream whose response is link.response (as _sync_deltas)."""
     import asyncio
 
-    proxy = transport.proxy_for(endpoint)
-    budget = _Budget(transport.read_timeout, deadline)
-    connect_timeout = transport.connect_budget(deadline)
-    tls = transport.context() if endpoint.scheme == "https" else None
     try:
-        if proxy is None:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port, ssl=tls, limit=_READ_SIZE), connect_timeout
-            )
-        else:
-            reader, writer = await asyncio.wait_for(
-                _async_proxy_connect(proxy, endpoint, tls), connect_timeout
-            )
-    except asyncio.TimeoutError as exc:
-        raise transport.connect_error(TimeoutError(str(exc)), endpoint, proxy, deadline) from None
-    except OSError as exc:
-        raise transport.connect_error(exc, endpoint, proxy, deadline) from None
-    response = _AsyncResponse(reader, writer, budget)
-    target = endpoint.target
-    if proxy is not None and tls is None:
-        target = endpoint.origin + target
-        headers = dict(headers, **proxy.headers)
-    try:
-        writer.write(_request_head("POST", target, _host_header(endpoint), headers, len(body)) + body)
-        await response._wait(writer.drain())
-        await response.read_head()
-    except BaseException as exc:
-        writer.close()
-        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
-            raise _translate_request_error(exc) from None
-        raise
-    return response
+        while True:
+            try:
+                async for delta in _async_read(link.response, decoder):
+                    yield delta
+                return
+            except APIConnectionError as exc:
+                if link.closed:
+                    raise _closed_by_caller() from None
+                if decoder.delivered or isinstance(exc, APITimeoutError):
+                    raise
+                await link.response.release(None, False)
+                delay, request = session.next_attempt(exc, request, decoder)
+                await asyncio.sleep(delay)
+                link.response = await _async_open(session, request, decoder)
+                decoder.restart(link.response.head.content_type)
+    except StreamliteError as exc:
+        raise decoder.attach_partial(exc, request.secrets)
+    finally:
+        if decoder.ended_at is None:
+            decoder.ended_at = time.monotonic()
+        await link.response.release(None if link.closed else session.pool, decoder.done)
 
 
-async def _async_proxy_connect(proxy: _Proxy, endpoint: _Endpoint, tls: Any) -> Tuple[Any, Any]:
-    """Connect to an http:// proxy; for an https target, open a CONNECT tunnel and start TLS."""
-    import asyncio
-
-    if tls is not None and getattr(asyncio.StreamWriter, "start_tls", None) is None:  # before any I/O
-        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
-    reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
-    if tls is None:
-        return reader, writer
-    writer.write(_connect_request(endpoint, proxy))
-    head = _Head()
-    rest = None
-    while rest is None:
-        data = await reader.read(_READ_SIZE)
-        if not data:
-            writer.close()
-            raise APIConnectionError("the proxy %s:%d closed the connection during CONNECT" % (proxy.host, proxy.port))
-        rest = head.feed(data)
-    if head.status != 200:
-        writer.close()
-        raise _tunnel_error(head.status, head.reason, endpoint, proxy)
-    await getattr(writer, "start_tls")(tls, server_hostname=endpoint.host)  # 3.11+, checked above
-    return reader, writer
+async def _async_read(response: _AsyncResponse, decoder: _StreamDecoder) -> AsyncIterator[Delta]:
+    add = decoder.add
+    if decoder.is_json:
+        for delta in decoder.whole_json(await response.read(decoder.max_event_bytes)):
+            add(delta)
+            yield delta
+    else:
+        feed = decoder.feed
+        async for piece in response.pieces():
+            for delta in feed(piece):
+                add(delta)
+                yield delta
+            if decoder.error is not None or decoder.done:
+                break
+        for delta in decoder.flush():
+            add(delta)
+            yield delta
+        if decoder.error is None and not decoder.done:
+            decoder.end()
+    if decoder.error is not None:
+        raise decoder.error
 
 
 ###############################################################################
 # Client API ##################################################################
 ###############################################################################
+#
+# Strategy: _BaseClient holds the options (checked from a table, before any I/O), builds each
+# request (endpoint, head fields, body of the chosen wire API, deadline) and the secrets to
+# scrub; Client and AsyncClient are siblings on it that differ only in which driver they call.
+# Stream and AsyncStream share their read-only view (_StreamView) of the decoder.
 
 
-class _GapHistogram:
-    """Inter-event gaps in logarithmic buckets (about 9 % wide): percentiles in constant memory."""
-
-    _SCALE = 8.0  # buckets per doubling
-
-    def __init__(self) -> None:
-        self.counts: Dict[int, int] = {}
-        self.total = 0
-        self.max = 0.0
-
-    def add(self, gap: float, zeros: int = 0) -> None:
-        import math
-
-        bucket = int(math.log2(gap * 1e6) * self._SCALE) if gap > 1e-6 else -1
-        self.counts[bucket] = self.counts.get(bucket, 0) + 1
-        if zeros:
-            self.counts[-1] = self.counts.get(-1, 0) + zeros
-        self.total += 1 + zeros
-        if gap > self.max:
-            self.max = gap
-
-    def percentile(self, fraction: float) -> Optional[float]:
-        if not self.total:
-            return None
-        rank = fraction * (self.total - 1)
-        seen = 0
-        for bucket in sorted(self.counts):
-            seen += self.counts[bucket]
-            if seen > rank:
-                return 0.0 if bucket < 0 else min(self.max, 2 ** ((bucket + 0.5) / self._SCALE) / 1e6)
-        return self.max
-
-
-class _StreamState:
-    """The sans-I/O heart of a stream, shared by Stream and AsyncStream: body pieces in,
-    deltas out. An error found in a piece is kept in `error` and raised by the caller after it
-    has handed out the deltas that came before it (nothing that arrived is withheld)."""
-
-    def __init__(
-        self,
-        content_type: str,
-        max_event_bytes: int,
-        accumulate: bool,
-        tap: Optional[Callable[[bytes], None]],
-        think_tags: bool = False,
-    ) -> None:
-        self.started = time.monotonic()
-        self.content_type = content_type
-        self.max_event_bytes = max_event_bytes
-        self.tap = tap
-        self.accumulator = Accumulator()
-        self.add = self.accumulator.add if accumulate else self._add_summary
-        self.sse = SSEDecoder(max_event_bytes, lenient_error_field=True)
-        self.chunks = ChunkDecoder(think_tags=think_tags)
-        self.last_chunk: Optional[Dict[str, Any]] = None
-        self.chunk_log: Optional[List[Dict[str, Any]]] = None  # every chunk, for Stream.chunks()
-        self.error: Optional[StreamliteError] = None
-        self.done = False  # [DONE] arrived
-        self.first_piece = True
-        self.events = 0
-        self.retries = 0
-        self.gaps = _GapHistogram()
-        self.last_event_at: Optional[float] = None
-        self.first_reasoning: Optional[float] = None
-        self.first_content: Optional[float] = None
-        self.counters: Any = None  # the response's byte counter: .bytes, .first_byte_at
-        self.secrets: Sequence[str] = ()  # scrubbed from the text of errors raised here
-        self.ended_at: Optional[float] = None
-
-    @property
-    def is_json(self) -> bool:
-        return self.content_type == "application/json"
-
-    def feed(self, piece: bytes) -> Iterator[Delta]:
-        """Decode one piece of an event stream into deltas (then check `error` and `done`).
-
-        A generator: `last_chunk` is the chunk of the delta just handed out. The caller passes
-        each delta to add() as it hands it out, so the Completion always holds exactly what the
-        caller has been given."""
-        if self.tap is not None:
-            self.tap(piece)
-        if self.first_piece:
-            self.first_piece = False
-            _refuse_non_sse(self.content_type, piece)
-        events = self.sse.feed_tuples(piece)
-        if not events:
-            return
-        self._note_events(len(events))
-        loads = _loads
-        for kind, data, _, _ in events:
-            if kind != "message":
-                try:
-                    chunk = self._named_event(kind, data)
-                except StreamliteError as exc:
-                    self.error = exc
-                    return
-                if chunk is None:
-                    continue
-            elif data[:6] == "[DONE]":
-                self.done = True
-                return
-            else:
-                try:
-                    chunk = loads(data)
-                except _JSON_ERRORS as exc:
-                    self.error = ProtocolError(
-                        "event %d is not valid JSON (%s): %r" % (self.events, exc, _clip(data, 80))
-                    )
-                    return
-                if type(chunk) is not dict:
-                    self.error = _non_object_error(chunk, self.events)
-                    return
-            yield from self._chunk_deltas(chunk)
-            if self.error is not None:  # an error chunk: its deltas are out, now stop
-                return
-        if self.sse.failed is not None:  # a fault after whole events: they are out, now stop
-            self.error = self.sse.failed
-
-    def flush(self) -> List[Delta]:
-        """Deltas held back by the chunk decoder, handed out when the stream ends."""
-        return self.chunks.flush()
-
-    def end(self) -> None:
-        """The body ended: raise if the stream was cut off (no [DONE], no finish reason)."""
-        for kind, data, _, _ in self.sse.close_tuples():  # an unterminated `error:` line (old llama.cpp)
-            self._named_event(kind, data)
-        if not self.accumulator.finished:
-            raise APIConnectionError(
-                "the stream ended without [DONE] and without a finish reason: the connection "
-                "was cut off after %d events" % self.events
-            )
-
-    def whole_json(self, body: bytes) -> List[Delta]:
-        """A 200 with one JSON object: a server that ignored "stream", or an error."""
-        if len(body) > self.max_event_bytes:
-            raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self.max_event_bytes)
-        text = body.decode("utf-8", "replace")
-        try:
-            chunk = json.loads(text)
-        except _JSON_ERRORS:
-            raise ProtocolError(
-                "expected an event stream, got an application/json body that is not valid JSON: %r"
-                % _clip(text, 80)
-            ) from None
-        if type(chunk) is not dict:
-            raise _non_object_error(chunk, 1)
-        if "choices" not in chunk:
-            _raise_chunk_error(chunk)
-            raise ProtocolError("expected an event stream, got a JSON object without choices: %r" % _clip(text, 120))
-        self._note_events(1)
-        out = list(self._chunk_deltas(chunk))
-        if self.error is None and not any(type(delta) is Finish for delta in out):
-            self.error = APIConnectionError("the JSON response has no finish reason")
-        return out
-
-    def _chunk_deltas(self, chunk: Dict[str, Any]) -> List[Delta]:
-        """The deltas of one chunk; an error in it is kept in `error`."""
-        self.last_chunk = chunk
-        if self.chunk_log is not None:
-            self.chunk_log.append(chunk)
-        deltas = self.chunks.decode(chunk)
-        self.accumulator.add_chunk_info(chunk)
-        if self.first_content is None:
-            for delta in deltas:
-                self._note_first_token(delta)
-        if "error" in chunk or "x_groq" in chunk or chunk.get("object") == "error":
-            try:
-                _raise_chunk_error(chunk)
-            except APIError as exc:
-                self.error = exc
-        if self.chunks.failed_choice is not None and self.error is None:
-            self.error = _finish_reason_error(self.chunks.failed_choice, chunk)
-        return deltas
-
-    def _add_summary(self, delta: Delta) -> None:
-        """Without accumulation, keep only what ending the stream needs (constant memory)."""
-        kind = type(delta)
-        if kind is Finish:
-            self.accumulator.add(delta)
-        elif kind is Usage:
-            self.accumulator.usage = delta  # type: ignore[assignment]
-
-    def _note_events(self, count: int) -> None:
-        now = time.monotonic()
-        if self.last_event_at is not None:
-            self.gaps.add(now - self.last_event_at, count - 1)
-        elif count > 1:
-            self.gaps.add(0.0, count - 2)
-        self.last_event_at = now
-        self.events += count
-
-    def _note_first_token(self, delta: Delta) -> None:
-        kind = type(delta)
-        if kind is ContentDelta:
-            self.first_content = time.monotonic()
-        elif kind is ReasoningDelta and self.first_reasoning is None:
-            self.first_reasoning = time.monotonic()
-
-    def _named_event(self, kind: str, data: str) -> Optional[Dict[str, Any]]:
-        """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
-        try:
-            payload = json.loads(data)
-        except _JSON_ERRORS:
-            payload = None
-        if kind == "error":
-            fields = error_fields(payload) if payload is not None else None
-            if fields is None:
-                fields = (_clip(data, 500) or "the server sent an error event", None, None)
-            body = payload if payload is not None else data
-            raise APIError(fields[0], code=fields[1], type=fields[2], body=body)
-        if isinstance(payload, dict) and ("choices" in payload or "error" in payload or "usage" in payload):
-            return payload
-        return None
-
-    def stats(self) -> Stats:
-        start = self.started
-        end = self.ended_at if self.ended_at is not None else time.monotonic()
-        usage = self.accumulator.usage
-        counters = self.counters
-
-        def since(moment: Optional[float]) -> Optional[float]:
-            return None if moment is None else moment - start
-
-        return Stats(
-            since(counters.first_byte_at if counters is not None else None),
-            since(self.first_reasoning),
-            since(self.first_content),
-            end - start,
-            self.events,
-            counters.bytes if counters is not None else 0,
-            self.retries,
-            self.gaps.percentile(0.5),
-            self.gaps.percentile(0.95),
-            self.gaps.max if self.gaps.total else None,
-            usage.completion_tokens if usage is not None else None,
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e6:
+        raise ConfigError(
+            "%s must be a positive number of seconds, at most 1e6 (None for no deadline where "
+            "that is allowed), got %r" % (name, _clip(value, 40))
         )
-
-    def completion(self) -> Completion:
-        return self.accumulator.result(self.stats())
-
-    def attach_partial(self, error: StreamliteError) -> StreamliteError:
-        """The error to raise: with the Completion so far, and without secrets a server echoed."""
-        if error.partial is None:
-            error.partial = self.completion()
-        _scrub(error, self.secrets)
-        return error
-
-    def note_retry(self) -> None:
-        self.retries += 1
-
-
-class Stream:
-    """A streaming chat completion: an iterator of deltas and a context manager.
-
-    Iterating yields each Delta the moment its event arrives. `completion` is the Completion so
-    far; `last_chunk` is the raw chunk object the latest deltas came from. Leaving early (break,
-    close(), the `with` block, garbage collection) closes the connection.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        payload: Dict[str, Any],
-        *,
-        accumulate: bool = True,
-        tap: Optional[Callable[[bytes], None]] = None,
-    ) -> None:
-        self._response: Optional[_Response] = None
-        self._state = state = _StreamState("", client.max_event_bytes, accumulate, tap, client.think_tags)
-        total = client.total_timeout
-        deadline = state.started + total if total else None
-        state.secrets = client._secrets
-        self._response = client._open(endpoint, headers, payload, deadline, state)
-        state.content_type = self._response.content_type
-        state.counters = self._response.reader
-        self._iterator = self._run()
-
-    def __iter__(self) -> Iterator[Delta]:
-        return self._iterator
-
-    def __next__(self) -> Delta:
-        return next(self._iterator)
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_response", None) is not None:
-            self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._response is None else "open"
-        return "<streamlite.Stream %s, %d events>" % (state, self._state.events)
-
-    def close(self) -> None:
-        """Close the connection (idempotent). The Completion so far stays readable."""
-        iterator = getattr(self, "_iterator", None)
-        if iterator is not None and not iterator.gi_running:
-            iterator.close()  # later next() calls end the iteration
-        response = self._response
-        if response is not None:
-            self._response = None
-            if self._state.ended_at is None:
-                self._state.ended_at = time.monotonic()
-            response.close()
-
-    @property
-    def completion(self) -> Completion:
-        """The Completion so far (complete once the stream has ended)."""
-        return self._state.completion()
-
-    @property
-    def stats(self) -> Stats:
-        """Timings of this stream so far."""
-        return self._state.stats()
-
-    @property
-    def last_chunk(self) -> Optional[Dict[str, Any]]:
-        """The raw chunk object the latest deltas came from."""
-        return self._state.last_chunk
-
-    @property
-    def events(self) -> int:
-        return self._state.events
-
-    @property
-    def retries(self) -> int:
-        return self._state.retries
-
-    def chunks(self) -> Iterator[Dict[str, Any]]:
-        """Iterate the raw chunk objects instead of deltas, every one of them, also those that
-        hold no delta (deltas are still accumulated)."""
-        log = self._state.chunk_log = []
-        for _ in self._iterator:
-            while log:
-                yield log.pop(0)
-        yield from log
-        log.clear()
-
-    def _run(self) -> Iterator[Delta]:
-        response = self._response
-        state = self._state
-        assert response is not None
-        try:
-            add = state.add
-            if state.is_json:
-                for delta in state.whole_json(response.read_bounded(state.max_event_bytes + 1)):
-                    add(delta)
-                    yield delta
-            else:
-                feed = state.feed
-                for piece in response.pieces():
-                    for delta in feed(piece):
-                        add(delta)
-                        yield delta
-                    if state.error is not None or state.done:
-                        break
-                for delta in state.flush():
-                    add(delta)
-                    yield delta
-                if state.error is None and not state.done:
-                    state.end()
-            if state.error is not None:
-                raise state.error
-        except StreamliteError as exc:
-            raise state.attach_partial(exc)
-        except OSError as exc:
-            error = APIConnectionError(
-                "the connection broke during the stream: %s" % (getattr(exc, "strerror", None) or exc)
-            )
-            raise state.attach_partial(error) from None
-        finally:
-            self.close()
-
-
-def _loads(text: str, _scan: Callable[[str, int], Tuple[Any, int]] = json.JSONDecoder().scan_once) -> Any:  # type: ignore[attr-defined]
-    """json.loads(text) for one event's data, without its two layers of Python wrappers (a
-    third of its cost on a short object). Anything unusual takes json.loads itself."""
-    try:
-        value, end = _scan(text, 0)
-    except StopIteration:
-        return json.loads(text)  # leading whitespace, or invalid: loads says which
-    if end != len(text) and text[end:].strip(" \t\n\r"):
-        return json.loads(text)  # extra data: loads raises the usual error
-    return value
-
-
-def _refuse_non_sse(content_type: str, first_piece: bytes) -> None:
-    """A 200 that is clearly not an event stream (captive portal, gateway page) is an error."""
-    head = first_piece.lstrip()[:1]
-    if content_type in ("text/html", "application/xhtml+xml", "text/xml", "application/xml") or head == b"<":
-        text = first_piece[:4096].decode("utf-8", "replace")
-        raise ProtocolError(
-            "expected an event stream (text/event-stream), got %s: %s"
-            % (content_type or "a body without a content type", _text_of_body(text))
-        )
-
-
-def _non_object_error(value: Any, number: int) -> StreamliteError:
-    fields = error_fields(value)
-    if fields is not None:
-        return APIError(fields[0], code=fields[1], type=fields[2], body=value)
-    return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(_json_text(value), 80)))
-
-
-def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
-    groq = chunk.get("x_groq")
-    if chunk.get("error") or chunk.get("object") == "error" or (isinstance(groq, dict) and groq.get("error")):
-        fields = error_fields(chunk)
-        if fields is not None:
-            raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
-
-
-def _finish_reason_error(choice: Mapping[str, Any], chunk: Mapping[str, Any]) -> APIError:
-    """A choice that ended with finish_reason "error" but no top-level error object."""
-    fields = error_fields(choice) if choice.get("error") else None
-    if fields is None:
-        fields = ('the provider ended choice %s with finish_reason "error"' % choice.get("index", 0), None, None)
-    return APIError(fields[0], code=fields[1], type=fields[2], body=dict(chunk))
-
-
-_CLIENT_OPTIONS = (
-    "base_url", "api_key", "connect_timeout", "read_timeout", "total_timeout", "max_retries",
-    "headers", "ca_file", "verify", "proxy", "include_usage", "max_event_bytes", "azure",
-    "api_version", "think_tags",
-)
-
-
-def _positive(name: str, value: Any, *, optional: bool = False) -> Optional[float]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError("%s must be a positive number of seconds, got %r" % (name, value))
     return float(value)
 
 
-class Client:
-    """A client for one OpenAI-compatible endpoint; safe to share between threads.
+def _optional_seconds(name: str, value: Any) -> Optional[float]:
+    return None if value is None else _seconds(name, value)
 
-    Args:
-        base_url: the API root, e.g. "https://api.openai.com/v1" (default: OPENAI_BASE_URL,
-            else OpenAI). A URL that already ends in /chat/completions is used as it is.
-        api_key: sent as "Authorization: Bearer" ("api-key" for Azure); default OPENAI_API_KEY.
-        connect_timeout: seconds to establish the connection (TCP, proxy tunnel and TLS).
-        read_timeout: the longest silence between bytes, also the wait for the first byte.
-        total_timeout: a deadline for the whole call, retries included (None: no deadline).
-        max_retries: retries of connection failures and 408/409/429/5xx before any delta.
-        headers: extra request headers.
-        ca_file: a CA bundle to verify TLS with (also SSL_CERT_FILE, REQUESTS_CA_BUNDLE, ...).
-        verify: False turns off TLS certificate and host name checks.
-        proxy: an http:// proxy URL; None reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY;
-            "" uses no proxy at all.
-        include_usage: ask for the usage chunk (stream_options.include_usage).
-        max_event_bytes: the largest SSE line or event accepted.
-        azure: Azure OpenAI mode (api-key header, deployment URLs, api-version); None detects
-            it from the host name.
-        api_version: the Azure api-version (default OPENAI_API_VERSION, else 2024-10-21).
-        think_tags: split reasoning that the provider inlines in the content as
-            <think>...</think> into ReasoningDelta (off by default: content stays verbatim).
-    """
+
+def _whole(low: int, high: int) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError("%s must be a whole number from %d to %d, got %r" % (name, low, high, _clip(value, 40)))
+        return int(value)
+
+    return check
+
+
+def _flag(name: str, value: Any) -> bool:
+    return bool(value)
+
+
+def _optional_flag(name: str, value: Any) -> Optional[bool]:
+    return None if value is None else bool(value)
+
+
+def _optional_text(name: str, value: Any) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or _has_control(value)):
+        raise ConfigError("%s must be a str without control characters" % name)
+    return value
+
+
+def _optional_str(name: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError("%s must be a str" % name)
+    return value
+
+
+def _api_name(name: str, value: Any) -> str:
+    if value not in _API_PATHS:
+        raise ConfigError("%s must be one of %s, got %r" % (name, ", ".join(sorted(_API_PATHS)), _clip(value, 40)))
+    return value  # type: ignore[no-any-return]
+
+
+def _api_key(name: str, value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError("api_key must be a str")
+    key = (value or "").strip() or None
+    if key is not None:
+        if _has_control(key):
+            raise ConfigError("api_key contains a control character")
+        try:
+            key.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                "api_key has a character HTTP cannot carry (a pasted quote, or an invisible space?)"
+            ) from None
+    return key
+
+
+def _header_map(name: str, value: Any) -> Dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("%s must be a mapping of header names to values" % name)
+    for header, text in value.items():
+        _check_header(header, text)
+    return dict(value)
+
+
+def _base_url(name: str, value: Any) -> str:
+    url = value or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    parts = _split_url(url, "base_url")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("base_url must not hold credentials; pass api_key= or headers= instead")
+    return str(url)
+
+
+#: The options of Client and AsyncClient, each with its check (the value it returns is kept).
+_CLIENT_OPTIONS: Dict[str, Callable[[str, Any], Any]] = {
+    "base_url": _base_url,
+    "api_key": _api_key,
+    "connect_timeout": _seconds,
+    "read_timeout": _seconds,
+    "total_timeout": _optional_seconds,
+    "max_retries": _whole(0, 1000),
+    "headers": _header_map,
+    "ca_file": _optional_text,
+    "verify": _flag,
+    "proxy": _optional_str,
+    "include_usage": _flag,
+    "max_event_bytes": _whole(1024, 2**31),
+    "azure": _optional_flag,
+    "api_version": _optional_text,
+    "think_tags": _flag,
+    "api": _api_name,
+    "keep_alive": _flag,
+}
+
+
+class _Call:
+    """The per-call options of stream()/astream(): never sent in the body."""
+
+    __slots__ = ("model", "system", "api", "timeout", "extra_headers", "extra_body", "extra_query", "accumulate", "tap")
+
+    def __init__(self, model: Optional[str] = None, system: Optional[str] = None, api: Optional[str] = None,
+                 timeout: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None,
+                 extra_body: Optional[Mapping[str, Any]] = None, extra_query: Optional[Mapping[str, Any]] = None,
+                 accumulate: bool = True, tap: Optional[Callable[[bytes], None]] = None) -> None:
+        self.model = model
+        self.system = system
+        self.api = api
+        self.timeout = timeout
+        self.extra_headers = extra_headers
+        self.extra_body = extra_body
+        self.extra_query = extra_query
+        self.accumulate = accumulate
+        self.tap = tap
+
+
+class _BaseClient:
+    """The options and request building that Client and AsyncClient share (no I/O)."""
 
     def __init__(
         self,
@@ -2695,203 +3642,261 @@ class Client:
         azure: Optional[bool] = None,
         api_version: Optional[str] = None,
         think_tags: bool = False,
+        api: str = "chat",
+        keep_alive: bool = True,
         **unknown: Any,
     ) -> None:
+        self._session: Optional[_Session] = None
         if unknown:
             raise ConfigError("unknown option %r; the options are: %s" % (sorted(unknown)[0], ", ".join(_CLIENT_OPTIONS)))
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        host = _split_url(self.base_url, "base_url").hostname
-        self.azure = _is_azure_host(host) if azure is None else bool(azure)
+        given = locals()
+        options = {name: check(name, given[name]) for name, check in _CLIENT_OPTIONS.items()}
+        self.base_url: str = options["base_url"]
+        host = urlsplit(self.base_url).hostname or ""
+        self.azure: bool = _is_azure_host(host) if options["azure"] is None else options["azure"]
+        self._api_key: Optional[str] = options["api_key"]
         if api_key is None:
-            api_key = os.environ.get("OPENAI_API_KEY")
-            if api_key is None and self.azure:
-                api_key = os.environ.get("AZURE_OPENAI_API_KEY")
-        if api_key is not None and not isinstance(api_key, str):
-            raise ConfigError("api_key must be a str")
-        self._api_key = (api_key or "").strip() or None
-        if self._api_key is not None and _has_control(self._api_key):
-            raise ConfigError("api_key contains a control character")
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
-        self.read_timeout = _positive("read_timeout", read_timeout)
-        self.total_timeout = _positive("total_timeout", total_timeout, optional=True)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError("max_retries must be a whole number >= 0, got %r" % (max_retries,))
-        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int) or max_event_bytes < 1024:
-            raise ConfigError("max_event_bytes must be a whole number >= 1024, got %r" % (max_event_bytes,))
-        self.max_retries = max_retries
-        self.max_event_bytes = max_event_bytes
-        self.include_usage = bool(include_usage)
-        self.api_version = api_version
-        self.think_tags = bool(think_tags)
-        self.headers: Dict[str, str] = {}
-        for name, value in (headers or {}).items():
-            _check_header(name, value)
-            self.headers[name] = value
-        self._transport = _Transport(
-            connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
-            read_timeout=self.read_timeout,  # type: ignore[arg-type]
-            max_retries=max_retries,
-            ca_file=ca_file,
-            verify=bool(verify),
-            proxy=proxy,
-        )
-        # scrubbed from error text a server might echo; too short a string would mangle words
-        self._secrets = self._secrets_of(host)
+            names = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY") if self.azure else ("OPENAI_API_KEY",)
+            self._api_key = _api_key("the API key in the environment", _env(*names))
+        self._configure(options)
+        settings = _Settings(options["connect_timeout"], options["read_timeout"], options["ca_file"],
+                             options["verify"], options["proxy"], options["keep_alive"])
+        self._session = _Session(settings, options["max_retries"])
+        self._secrets = self._secrets_of(settings, host)
 
-    def _secrets_of(self, host: str) -> List[str]:
+    def _configure(self, options: Dict[str, Any]) -> None:
+        self.connect_timeout: float = options["connect_timeout"]
+        self.read_timeout: float = options["read_timeout"]
+        self.total_timeout: Optional[float] = options["total_timeout"]
+        self.max_retries: int = options["max_retries"]
+        self.headers: Dict[str, str] = options["headers"]
+        self.include_usage: bool = options["include_usage"]
+        self.max_event_bytes: int = options["max_event_bytes"]
+        self.api_version: Optional[str] = options["api_version"]
+        self.think_tags: bool = options["think_tags"]
+        self.api: str = options["api"]
+        self.keep_alive: bool = options["keep_alive"]
+
+    def _secrets_of(self, settings: _Settings, host: str) -> List[str]:
         """What must never show in an error: the key, and the credentials of every proxy this
-        client may use (explicit or from the environment) with their base64 tokens. Strings
-        under 8 characters are left out: replacing them would mangle ordinary words."""
-        proxies = [self._transport.proxy]
-        if self._transport.proxy is None and not self._transport.no_proxy:
+        client may use (explicit or from the environment) with their base64 tokens."""
+        proxies = [settings.proxy]
+        if settings.proxy is None and not settings.no_proxy:
             for scheme in ("http", "https"):
                 url = _proxy_from_env(scheme, host)
                 try:
                     proxies.append(_Proxy(url) if url else None)
                 except ConfigError:
                     pass  # a malformed proxy variable: the request will say so
-        found = [self._api_key] + [secret for proxy in proxies if proxy is not None for secret in proxy.secrets]
-        for name, value in self.headers.items():  # credentials passed as headers= (x-api-key, ...)
-            if _CREDENTIAL_HEADER.search(name):
-                found += [value.strip(), value.strip().split(" ")[-1]]  # "Bearer <token>": the token too
-        return [secret for secret in found if secret and len(secret) >= 8]
+        found: List[Optional[str]] = [self._api_key]
+        found += [secret for proxy in proxies if proxy is not None for secret in proxy.secrets]
+        return _secret_list(found + list(_header_secrets(self.headers)))
 
     def __repr__(self) -> str:
-        return "Client(base_url=%r)" % (self.base_url,)
+        return "%s(base_url=%r)" % (type(self).__name__, _without_credentials(self.base_url))
 
-    def stream(
-        self,
-        messages: Messages,
-        *,
-        model: Optional[str] = None,
-        system: Optional[str] = None,
-        accumulate: bool = True,
-        **body: Any,
-    ) -> Stream:
-        """Start a streaming chat completion and return its Stream.
+    def _prepare(self, messages: Messages, call: _Call, body: Dict[str, Any]) -> Tuple[_Session, _Request, _StreamOptions]:
+        """Everything one call needs, checked before any I/O."""
+        session = self._session
+        if session is None:
+            raise ConfigError("this client is not usable: its construction failed")
+        for name in body:
+            if name in _CLIENT_OPTIONS:
+                raise ConfigError("%s is a Client option: %s(%s=...)" % (name, type(self).__name__, name))
+        api = _api_name("api", call.api or self.api)
+        deadline_seconds = _optional_seconds("timeout", call.timeout) or self.total_timeout
+        extra_headers = _header_map("extra_headers", call.extra_headers)
+        if call.extra_query is not None and not isinstance(call.extra_query, Mapping):
+            raise ConfigError("extra_query must be a mapping")
+        endpoint = _endpoint(self.base_url, azure=self.azure, model=call.model, api_version=self.api_version,
+                             api=api, query=call.extra_query)
+        payload = _request_body(api, messages, call.model, call.system, body, self.include_usage)
+        if call.extra_body is not None:
+            if not isinstance(call.extra_body, Mapping):
+                raise ConfigError("extra_body must be a mapping")
+            payload.update(call.extra_body)
+        headers = self._request_headers(extra_headers)
+        deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
+        request = _Request(endpoint, headers, payload, deadline, self._secrets + _header_secrets(extra_headers))
+        options = _StreamOptions(self.max_event_bytes, call.accumulate, call.tap, self.think_tags, api)
+        return session, request, options
 
-        Args:
-            messages: a prompt (str), or a list of OpenAI chat messages.
-            model: the model name (Azure: the deployment); omitted from the body when None.
-            system: a system message put before the messages.
-            accumulate: keep a running Completion (False: constant memory; only the finish
-                reason and usage are kept).
-            **body: any other field of the request body, sent unchanged (temperature,
-                max_tokens, tools, response_format, provider-specific fields...).
-        Raises:
-            ConfigError before any I/O; APIError, APIConnectionError, ProtocolError.
-        """
-        return self._stream(messages, model, system, accumulate, body, None)
-
-    def complete(self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None, **body: Any) -> Completion:
-        """Stream a chat completion to its end and return the Completion."""
-        with self.stream(messages, model=model, system=system, **body) as stream:
-            for _ in stream:
-                pass
-        return stream.completion
-
-    def _stream(
-        self,
-        messages: Messages,
-        model: Optional[str],
-        system: Optional[str],
-        accumulate: bool,
-        body: Dict[str, Any],
-        tap: Optional[Callable[[bytes], None]],
-    ) -> Stream:
-        endpoint = _endpoint(self.base_url, azure=self.azure, model=model, api_version=self.api_version)
-        payload = self._payload(messages, model, system, body)
-        return Stream(self, endpoint, self._request_headers(), payload, accumulate=accumulate, tap=tap)
-
-    def _payload(self, messages: Messages, model: Optional[str], system: Optional[str], body: Dict[str, Any]) -> Dict[str, Any]:
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        elif not isinstance(messages, (list, tuple)):
-            raise ConfigError("messages must be a str prompt or a list of messages, got %s" % type(messages).__name__)
-        messages = list(messages)
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system})
-        payload: Dict[str, Any] = {}
-        if model is not None:
-            payload["model"] = model
-        payload["messages"] = messages
-        payload.update(body)
-        payload.setdefault("stream", True)
-        if self.include_usage and payload["stream"] and "stream_options" not in payload:
-            payload["stream_options"] = {"include_usage": True}
-        return payload
-
-    def _request_headers(self) -> Dict[str, str]:
+    def _request_headers(self, extra: Mapping[str, str]) -> Dict[str, str]:
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
         }
-        given = {name.lower() for name in self.headers}
+        given = {name.lower() for name in list(self.headers) + list(extra)}
         if self._api_key is not None and not given & {"authorization", "api-key"}:
             if self.azure:
                 headers["api-key"] = self._api_key
             else:
                 headers["Authorization"] = "Bearer " + self._api_key
         headers.update(self.headers)
+        headers.update(extra)
         return headers
 
-    def _open(
-        self,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        payload: Dict[str, Any],
-        deadline: Optional[float],
-        state: _StreamState,
-    ) -> _Response:
-        """Send the request (retrying as the transport allows); scrub secrets from errors."""
-        try:
-            try:
-                return self._transport.open(endpoint, headers, _encode(payload), deadline, state.note_retry)
-            except APIError as exc:
-                if not _rejects_stream_options(exc, payload):
-                    raise
-            payload = _without_stream_options(payload, state)
-            return self._transport.open(endpoint, headers, _encode(payload), deadline, state.note_retry)
-        except StreamliteError as exc:
-            _scrub(exc, self._secrets)
-            raise
+
+def _header_secrets(headers: Mapping[str, str]) -> List[str]:
+    """Credentials passed as headers (x-api-key, Authorization: Bearer <token>, ...)."""
+    found: List[str] = []
+    for name, value in headers.items():
+        if _CREDENTIAL_HEADER.search(name):
+            found += [value.strip(), value.strip().split(" ")[-1]]
+    return _secret_list(found)
 
 
-class AsyncStream:
-    """The asyncio twin of Stream: an async iterator of deltas and an async context manager.
+def _secret_list(found: Sequence[Optional[str]]) -> List[str]:
+    """Strings under 8 characters are left out: replacing them would mangle ordinary words."""
+    return [secret for secret in found if secret and len(secret) >= 8]
 
-    The connection opens on `async with` (or the first `async for` step). Cancelling the task,
-    leaving the loop or the block, or aclose() closes the connection.
+
+class _StreamView:
+    """What Stream and AsyncStream show of their decoder."""
+
+    _decoder: _StreamDecoder
+
+    @property
+    def completion(self) -> Completion:
+        """The Completion so far (complete once the stream has ended)."""
+        return self._decoder.completion()
+
+    @property
+    def stats(self) -> Stats:
+        """Timings of this stream so far."""
+        return self._decoder.stats()
+
+    @property
+    def last_chunk(self) -> Optional[Dict[str, Any]]:
+        """The raw chunk object the latest deltas came from."""
+        return self._decoder.last_chunk
+
+    @property
+    def events(self) -> int:
+        """Events received so far."""
+        return self._decoder.events
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again (retries) before the first delta."""
+        return self._decoder.retries
+
+    def __repr__(self) -> str:
+        state = "closed" if self._link.closed or self._link.response is None else "open"  # type: ignore[attr-defined]
+        return "<streamlite.%s %s, %d events>" % (type(self).__name__, state, self._decoder.events)
+
+    def _chunk_log(self) -> Any:
+        import collections
+
+        log: Any = collections.deque()
+        self._decoder.chunk_log = log
+        return log
+
+
+def _never_started(generator: Any) -> bool:
+    """Whether a generator was never iterated (as inspect.getgeneratorstate says GEN_CREATED)."""
+    if generator.gi_frame is None or generator.gi_running:
+        return False
+    suspended = getattr(generator, "gi_suspended", None)  # Python 3.11+
+    return not suspended if suspended is not None else generator.gi_frame.f_lasti < 0
+
+
+class Stream(_StreamView):
+    """A streaming completion: an iterator of deltas and a context manager.
+
+    Iterating yields each Delta the moment its event arrives. `completion` is the Completion so
+    far; `last_chunk` is the raw chunk object the latest deltas came from. Leaving early (break,
+    close() from any thread, the `with` block, dropping the last reference) closes the
+    connection; a stream read to its end leaves it to the client for the next request.
     """
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        payload: Dict[str, Any],
-        accumulate: bool,
-    ) -> None:
-        self._client = client
-        self._request = (endpoint, headers, payload)
-        self._state = _StreamState("", client.max_event_bytes, accumulate, None, client.think_tags)
-        self._response: Optional[_AsyncResponse] = None
-        self._iterator: Optional[Any] = None
+    def __init__(self, session: _Session, request: _Request, options: _StreamOptions) -> None:
+        self._link = link = _Link()
+        self._decoder = decoder = _StreamDecoder("", options)
+        self._iterator: Optional[Generator[Delta, None, None]] = None
+        try:
+            link.response = _sync_open(session, request, decoder)
+        except StreamliteError as exc:
+            raise _scrub(exc, request.secrets)
+        decoder.content_type = link.response.head.content_type
+        self._iterator = _sync_deltas(session, request, decoder, link)
+
+    def __iter__(self) -> Iterator[Delta]:
+        return self._iterator  # type: ignore[return-value]
+
+    def __next__(self) -> Delta:
+        return next(self._iterator)  # type: ignore[arg-type]
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and _never_started(iterator):
+            self.close()  # never iterated: no generator will close the connection
+
+    def close(self) -> None:
+        """Close the connection (idempotent; from any thread: a read under way stops at once
+        and raises APIConnectionError there). The Completion so far stays readable."""
+        link = self._link
+        if link.closed:
+            return
+        link.closed = True
+        iterator = self._iterator
+        if iterator is not None and getattr(iterator, "gi_running", False):
+            link.response.abort()  # another thread is reading: wake it, it closes the rest
+            return
+        if iterator is not None:
+            iterator.close()
+        if link.response is not None:
+            link.response.release(None, False)
+        if self._decoder.ended_at is None:
+            self._decoder.ended_at = time.monotonic()
+
+    def chunks(self) -> Iterator[Dict[str, Any]]:
+        """Iterate the raw chunk objects instead of deltas, every one of them, also those that
+        hold no delta (deltas are still accumulated)."""
+        log = self._chunk_log()
+        try:
+            for _ in self:
+                while log:
+                    yield log.popleft()
+        except StreamliteError as exc:
+            while log:
+                yield log.popleft()
+            raise exc
+        while log:
+            yield log.popleft()
+
+
+class AsyncStream(_StreamView):
+    """A streaming completion on asyncio: an async iterator of deltas and an async context
+    manager. The request is sent on `async with` (or the first `async for` step). Leaving the
+    loop or the block, cancelling the task, or aclose() (from any task) closes the connection.
+    """
+
+    def __init__(self, session: _Session, request: _Request, options: _StreamOptions) -> None:
+        self._session = session
+        self._request = request
+        self._link = _Link()
+        self._decoder = _StreamDecoder("", options)
+        self._iterator: Optional[AsyncIterator[Delta]] = None
 
     async def _open(self) -> None:
-        if self._iterator is not None:
+        link = self._link
+        if self._iterator is not None or link.closed:
             return
-        state = self._state
-        endpoint, headers, payload = self._request
-        total = self._client.total_timeout
-        deadline = state.started + total if total else None
-        state.secrets = self._client._secrets
-        self._response = await self._client._aopen(endpoint, headers, payload, deadline, state)
-        state.content_type = self._response.content_type
-        state.counters = self._response
-        self._iterator = self._run()
+        try:
+            link.response = await _async_open(self._session, self._request, self._decoder)
+        except StreamliteError as exc:
+            raise _scrub(exc, self._request.secrets)
+        self._decoder.content_type = link.response.head.content_type
+        self._iterator = _async_deltas(self._session, self._request, self._decoder, link)
 
     async def __aenter__(self) -> AsyncStream:
         await self._open()
@@ -2905,76 +3910,140 @@ class AsyncStream:
 
     async def __anext__(self) -> Delta:
         await self._open()
-        assert self._iterator is not None
-        delta: Delta = await self._iterator.__anext__()
-        return delta
+        if self._iterator is None:
+            raise StopAsyncIteration
+        link = self._link
+        link.reading = True
+        try:
+            return await self._iterator.__anext__()
+        finally:
+            link.reading = False
 
     async def aclose(self) -> None:
-        """Close the connection (idempotent)."""
-        iterator = self._iterator
-        if iterator is not None:
-            await iterator.aclose()
-        self._finish()
+        """Close the connection (idempotent; from another task, a read under way stops at
+        once and raises APIConnectionError there)."""
+        link = self._link
+        if link.closed:
+            return
+        link.closed = True
+        if link.reading:
+            link.response.abort()
+            return
+        if self._iterator is not None:
+            await self._iterator.aclose()  # type: ignore[attr-defined]
+        if link.response is not None:
+            await link.response.release(None, False)
+        if self._decoder.ended_at is None:
+            self._decoder.ended_at = time.monotonic()
 
     def __del__(self) -> None:
-        if getattr(self, "_response", None) is not None:
-            self._finish()
-
-    def _finish(self) -> None:
-        response = self._response
+        response = getattr(getattr(self, "_link", None), "response", None)
         if response is not None:
-            self._response = None
-            if self._state.ended_at is None:
-                self._state.ended_at = time.monotonic()
-            response.close()
+            response.close_now()
 
-    @property
-    def completion(self) -> Completion:
-        """The Completion so far (complete once the stream has ended)."""
-        return self._state.completion()
-
-    @property
-    def stats(self) -> Stats:
-        return self._state.stats()
-
-    @property
-    def last_chunk(self) -> Optional[Dict[str, Any]]:
-        return self._state.last_chunk
-
-    async def _run(self) -> Any:
-        response = self._response
-        state = self._state
-        assert response is not None
+    async def chunks(self) -> AsyncIterator[Dict[str, Any]]:
+        """The raw chunk objects instead of deltas (as Stream.chunks)."""
+        log = self._chunk_log()
         try:
-            add = state.add
-            if state.is_json:
-                for delta in state.whole_json(await response.read_bounded(state.max_event_bytes + 1)):
-                    add(delta)
-                    yield delta
-            else:
-                async for piece in response.pieces():
-                    for delta in state.feed(piece):
-                        add(delta)
-                        yield delta
-                    if state.error is not None or state.done:
-                        break
-                for delta in state.flush():
-                    add(delta)
-                    yield delta
-                if state.error is None and not state.done:
-                    state.end()
-            if state.error is not None:
-                raise state.error
+            async for _ in self:
+                while log:
+                    yield log.popleft()
         except StreamliteError as exc:
-            raise state.attach_partial(exc)
-        except OSError as exc:
-            error = APIConnectionError("the connection broke during the stream: %s" % (exc.strerror or exc))
-            raise state.attach_partial(error) from None
-        finally:
-            self._finish()
+            while log:
+                yield log.popleft()
+            raise exc
+        while log:
+            yield log.popleft()
 
 
-class AsyncClient(Client):
+class Client(_BaseClient):
+    """A client for one OpenAI-compatible endpoint; safe to share between threads.
+
+    Args:
+        base_url: the API root, e.g. "https://api.openai.com/v1" (default: OPENAI_BASE_URL,
+            else OpenAI). A URL that already ends in an API's path is used as it is.
+        api_key: sent as "Authorization: Bearer" ("api-key" for Azure); default OPENAI_API_KEY
+            (AZURE_OPENAI_API_KEY too for Azure).
+        connect_timeout: seconds to establish a connection (TCP, proxy tunnel and TLS).
+        read_timeout: the longest silence between bytes, also the wait for the first byte.
+        total_timeout: a deadline for each whole call, retries included (None: no deadline).
+        max_retries: retries of connection failures and 408/409/429/5xx before any delta.
+        headers: extra request headers.
+        ca_file: a CA bundle to verify TLS with (also SSL_CERT_FILE, REQUESTS_CA_BUNDLE, ...).
+        verify: False turns off TLS certificate and host name checks.
+        proxy: an http:// proxy URL; None reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY;
+            "" uses no proxy at all.
+        include_usage: ask for the usage chunk (stream_options.include_usage).
+        max_event_bytes: the largest SSE line or event accepted.
+        azure: Azure OpenAI mode (api-key header, deployment URLs, api-version); None detects
+            it from the host name.
+        api_version: the Azure api-version (default OPENAI_API_VERSION, else 2024-10-21).
+        think_tags: split reasoning that the provider inlines in the content as
+            <think>...</think> into ReasoningDelta (off by default: content stays verbatim).
+        api: the wire API: "chat" (/chat/completions), "responses" (/responses) or
+            "completions" (the legacy /completions); each call may choose another.
+        keep_alive: keep idle connections and reuse them (False: one connection per request).
+    """
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        model: Optional[str] = None,
+        system: Optional[str] = None,
+        api: Optional[str] = None,
+        timeout: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
+        accumulate: bool = True,
+        **body: Any,
+    ) -> Stream:
+        """Send a streaming request and return its Stream.
+
+        Args:
+            messages: a prompt (str), or a list of OpenAI chat messages.
+            model: the model name (Azure: the deployment); omitted from the body when None.
+            system: a system message put before the messages.
+            api: this call's wire API ("chat", "responses", "completions").
+            timeout: this call's total deadline in seconds (instead of total_timeout).
+            extra_headers, extra_body, extra_query: more headers, body fields, query
+                parameters for this call.
+            accumulate: keep a running Completion (False: constant memory; only the finish
+                reason and usage are kept).
+            **body: any other field of the request body, sent unchanged (temperature,
+                max_tokens, tools, response_format, provider-specific fields...).
+        Raises:
+            ConfigError before any I/O; APIError, APIConnectionError, ProtocolError.
+        """
+        call = _Call(model, system, api, timeout, extra_headers, extra_body, extra_query, accumulate)
+        return Stream(*self._prepare(messages, call, body))
+
+    def complete(self, messages: Messages, **options: Any) -> Completion:
+        """Stream a completion to its end and return the Completion (options as stream())."""
+        with self.stream(messages, **options) as stream:
+            for _ in stream:
+                pass
+        return stream.completion
+
+    def close(self) -> None:
+        """Close the idle connections (streams still open keep theirs until they end)."""
+        if self._session is not None:
+            for conn in self._session.idle():
+                conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_session", None) is not None:
+            self.close()
+
+
+class AsyncClient(_BaseClient):
     """The asyncio client: the same options as Client, with astream() and acomplete()."""
 
     def astream(
@@ -2983,105 +4052,64 @@ class AsyncClient(Client):
         *,
         model: Optional[str] = None,
         system: Optional[str] = None,
+        api: Optional[str] = None,
+        timeout: Optional[float] = None,
+        extra_headers: Optional[Mapping[str, str]] = None,
+        extra_body: Optional[Mapping[str, Any]] = None,
+        extra_query: Optional[Mapping[str, Any]] = None,
         accumulate: bool = True,
         **body: Any,
     ) -> AsyncStream:
-        """Return an AsyncStream: `async with client.astream(...) as s: async for delta in s:`."""
-        endpoint = _endpoint(self.base_url, azure=self.azure, model=model, api_version=self.api_version)
-        payload = self._payload(messages, model, system, body)
-        return AsyncStream(self, endpoint, self._request_headers(), payload, accumulate)
+        """Return an AsyncStream: `async with client.astream(...) as s: async for delta in s:`
+        (arguments as Client.stream)."""
+        call = _Call(model, system, api, timeout, extra_headers, extra_body, extra_query, accumulate)
+        return AsyncStream(*self._prepare(messages, call, body))
 
-    async def acomplete(
-        self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None, **body: Any
-    ) -> Completion:
-        """Stream a chat completion to its end and return the Completion."""
-        async with self.astream(messages, model=model, system=system, **body) as stream:
+    async def acomplete(self, messages: Messages, **options: Any) -> Completion:
+        """Stream a completion to its end and return the Completion (options as astream())."""
+        async with self.astream(messages, **options) as stream:
             async for _ in stream:
                 pass
         return stream.completion
 
-    async def _aopen(
-        self,
-        endpoint: _Endpoint,
-        headers: Dict[str, str],
-        payload: Dict[str, Any],
-        deadline: Optional[float],
-        state: _StreamState,
-    ) -> _AsyncResponse:
-        try:
-            try:
-                return await _async_open(self._transport, endpoint, headers, _encode(payload), deadline, state.note_retry)
-            except APIError as exc:
-                if not _rejects_stream_options(exc, payload):
-                    raise
-            payload = _without_stream_options(payload, state)
-            return await _async_open(self._transport, endpoint, headers, _encode(payload), deadline, state.note_retry)
-        except StreamliteError as exc:
-            _scrub(exc, self._secrets)
-            raise
+    async def aclose(self) -> None:
+        """Close the idle connections."""
+        self._close_idle()
 
+    def _close_idle(self) -> None:
+        if self._session is not None:
+            for conn in self._session.idle():
+                conn.close()
 
-def _encode(payload: Mapping[str, Any]) -> bytes:
-    try:
-        return json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("the request body cannot be encoded as JSON: %s" % exc) from None
+    async def __aenter__(self) -> AsyncClient:
+        return self
 
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
 
-def _without_stream_options(payload: Dict[str, Any], state: _StreamState) -> Dict[str, Any]:
-    state.accumulator.warnings.append(
-        "the server rejected stream_options; the request was sent again without it, so usage "
-        "may be missing"
-    )
-    return {key: value for key, value in payload.items() if key != "stream_options"}
-
-
-def _rejects_stream_options(error: APIError, payload: Mapping[str, Any]) -> bool:
-    if error.status not in (400, 422) or "stream_options" not in payload:
-        return False
-    text = (error.message + " " + str(error.body)).lower()
-    return "stream_options" in text or "include_usage" in text
-
-
-def _scrub(error: StreamliteError, secrets: Sequence[str]) -> None:
-    """Remove secrets from an error's text, in case a server echoed them back."""
-    if not secrets:
-        return
-
-    def clean(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-    for name in ("message", "body"):
-        value = getattr(error, name, None)
-        if isinstance(value, str):
-            setattr(error, name, clean(value))
-        elif value is not None and any(secret in _json_text(value) for secret in secrets):
-            setattr(error, name, "[redacted: the body contained a secret]")
-    if isinstance(error, APIError):
-        error.args = (error._render(),)
-    else:
-        error.args = tuple(clean(arg) if isinstance(arg, str) else arg for arg in error.args)
+    def __del__(self) -> None:
+        if getattr(self, "_session", None) is not None:
+            self._close_idle()
 
 
 def _split_options(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    options = {name: kwargs.pop(name) for name in _CLIENT_OPTIONS if name in kwargs}
+    options = {name: kwargs.pop(name) for name in _CLIENT_OPTIONS if name in kwargs and name != "api"}
+    options.setdefault("keep_alive", False)  # a throwaway client: one connection, closed after
     return options, kwargs
 
 
 def stream(messages: Messages, **kwargs: Any) -> Stream:
-    """Stream a chat completion with a throwaway Client.
+    """Stream a completion with a throwaway Client.
 
     Keywords that are Client options (base_url, api_key, timeouts, ...) configure the client;
-    model, system and everything else go to Client.stream().
+    model, system, api and everything else go to Client.stream().
     """
     options, rest = _split_options(dict(kwargs))
     return Client(**options).stream(messages, **rest)
 
 
 def complete(messages: Messages, **kwargs: Any) -> Completion:
-    """Stream a chat completion to its end with a throwaway Client; return the Completion."""
+    """Stream a completion to its end with a throwaway Client; return the Completion."""
     options, rest = _split_options(dict(kwargs))
     return Client(**options).complete(messages, **rest)
 
@@ -3386,7 +4414,7 @@ def _run_cli(args: Any, printer: _Printer) -> int:
             except BrokenPipeError:
                 raise _OutputClosed() from None  # not an OSError: the stream must not see it
 
-    stream = client._stream(prompt, args.model, args.system, True, body, tap)
+    stream = Stream(*client._prepare(prompt, _Call(args.model, args.system, tap=tap), body))
     with stream:
         try:
             for delta in stream:

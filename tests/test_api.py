@@ -80,6 +80,6 @@ def test_runtime_imports_only_the_standard_library():
     stdlib = {
         "__future__", "argparse", "asyncio", "base64", "dataclasses", "datetime", "email", "http", "io",
         "ipaddress", "json", "math", "os", "random", "re", "socket", "ssl", "stat", "sys",
-        "time", "typing", "urllib", "zlib", "threading", "collections", "functools",
+        "time", "typing", "urllib", "zlib", "threading", "collections", "functools", "select",
     }
     assert names <= stdlib, names - stdlib

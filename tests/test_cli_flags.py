@@ -68,7 +68,7 @@ class Recorder:
         self.requests = []
         self.body = body
         self.fail_first = fail_first  # answer this many requests with a 503 first
-        self.sent = []  # bytes written on each connection, status line to the last chunk
+        self.sent = []  # bytes written for each response, status line to the last chunk
 
         class Counting:
             def __init__(self, wfile):
@@ -88,7 +88,11 @@ class Recorder:
             def setup(self):
                 super().setup()
                 self.wfile = Counting(self.wfile)
+
+            def send_response(self, *args):  # a response starts: count its bytes apart (keep-alive)
+                self.wfile = Counting(self.wfile.wfile)
                 recorder.sent.append(self.wfile)
+                super().send_response(*args)
 
             def log_message(self, *args):
                 pass

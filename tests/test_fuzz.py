@@ -51,7 +51,8 @@ def splits(data, sizes):
 
 def run_state(pieces, accumulate=True):
     """Drive the client's sans-I/O stream state as Stream does; return (deltas, error)."""
-    state = streamlite._StreamState("text/event-stream", 1 << 16, accumulate, None, think_tags=True)
+    options = streamlite._StreamOptions(1 << 16, accumulate, None, True, "chat")
+    state = streamlite._StreamDecoder("text/event-stream", options)
     deltas = []
     try:
         for piece in pieces:
@@ -68,7 +69,7 @@ def run_state(pieces, accumulate=True):
         if state.error is not None:
             raise state.error
     except StreamliteError as exc:
-        return deltas, state.attach_partial(exc), state
+        return deltas, state.attach_partial(exc, ()), state
     return deltas, None, state
 
 

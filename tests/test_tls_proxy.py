@@ -657,7 +657,7 @@ def test_proxy_url_parsing_and_credentials():
 def test_client_repr_holds_no_secret():
     proxy = "http://%s:%s@127.0.0.1:2" % (PROXY_USER, PROXY_PASSWORD)
     client = streamlite.Client("http://127.0.0.1:1/v1", KEY, proxy=proxy)
-    for text in (repr(client), str(client), repr(client._transport.proxy)):
+    for text in (repr(client), str(client), repr(client._session.settings.proxy)):
         for secret in SECRETS + (PROXY_TOKEN,):
             assert secret not in text
     assert "127.0.0.1:1" in repr(client)
@@ -731,7 +731,7 @@ def test_proxy_option_overrides_the_environment(monkeypatch):
     endpoint = streamlite._endpoint("https://api.example.test/v1", azure=False, model=None, api_version=None)
 
     def proxy_for(**options):
-        return streamlite.Client("https://api.example.test/v1", KEY, **options)._transport.proxy_for(endpoint)
+        return streamlite.Client("https://api.example.test/v1", KEY, **options)._session.settings.proxy_for(endpoint)
 
     assert proxy_for(proxy="") is None  # "" turns the environment's proxies off
     from_env = proxy_for()
@@ -740,7 +740,7 @@ def test_proxy_option_overrides_the_environment(monkeypatch):
     assert (explicit.host, explicit.port) == ("127.0.0.1", 4000)
     loopback = streamlite._endpoint("https://127.0.0.1:9/v1", azure=False, model=None, api_version=None)
     client = streamlite.Client("https://127.0.0.1:9/v1", KEY, proxy="http://127.0.0.1:4000")
-    assert client._transport.proxy_for(loopback).port == 4000  # an explicit proxy is used even for loopback
+    assert client._session.settings.proxy_for(loopback).port == 4000  # an explicit proxy is used even for loopback
 
 
 def test_empty_proxy_option_sends_directly_despite_the_environment(monkeypatch):
@@ -803,9 +803,9 @@ def test_control_characters_in_base_url_are_config_errors(monkeypatch, injected,
 
 def test_credentials_in_base_url_are_refused_without_echoing_them():
     with Silent() as silent:
-        client = streamlite.Client("http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD, silent.port), **CLIENT)
-        error = raises(streamlite.ConfigError, complete, client)
-        assert "must not hold credentials" in str(error)
+        url = "http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD, silent.port)
+        error = raises(streamlite.ConfigError, streamlite.Client, url, **CLIENT)  # at once, before any I/O
+        assert "must not hold credentials" in str(error) and PROXY_PASSWORD not in str(error)
         assert not silent.contacted()
 
 
