@@ -227,6 +227,17 @@ def _clip(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _cut(value: Any, limit: int = 2000) -> str:
+    """str(value) cut to `limit` characters (white space kept): a provider's message, bounded."""
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except RecursionError:
+            value = str(_pruned(value))
+    text: str = value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _pruned(value: Any, depth: int = 32) -> Any:
     """Decoded JSON with what lies below `depth` levels replaced by a marker: a server can nest
     JSON deeper than repr() and json.dumps() go (they raise RecursionError)."""
@@ -514,7 +525,7 @@ class Completion:
 
 
 ###############################################################################
-# SSE decoder (sans-I/O) ######################################################
+# SSE decoder (no I/O) #########################################################
 ###############################################################################
 #
 # https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
@@ -727,6 +738,9 @@ class SSEDecoder:
             if value.isdigit() and value.isascii() and len(value) <= 18:  # longer: ignored, not a ValueError
                 self._retry = int(value)
         elif name == "error" and self._lenient:
+            self._data_size += len(value) + 1  # error lines count toward the event's limit
+            if self._data_size > limit:
+                self._fail("an SSE event is larger than the limit of %d bytes" % limit)
             self._errors.append(value)
         return None
 
@@ -854,16 +868,16 @@ def error_fields(payload: Any) -> Optional[Tuple[str, Any, Optional[str]]]:
         message = inner.get("message") or inner.get("msg") or inner.get("detail")
         code = inner.get("code", inner.get("status"))
         if isinstance(message, list):  # {"error": {"message": [..]}}
-            message = "; ".join(str(item) for item in message)
+            message = "; ".join(_cut(item) for item in message)
         return (
-            str(message) if message else _clip(_json_text(inner)),
+            _cut(message) if message else _clip(_json_text(inner)),
             code,
             _as_str(inner.get("type") or inner.get("status")),
         )
     if payload.get("object") == "error" or ("message" in payload and "choices" not in payload):
         message = payload.get("message") or payload.get("detail")
         if message:
-            return str(message), payload.get("code"), _as_str(payload.get("type"))
+            return _cut(message), payload.get("code"), _as_str(payload.get("type"))
     return None
 
 
@@ -1066,6 +1080,8 @@ class ChunkDecoder:
     def _call_index(
         self, choice: int, index: Any, call_id: Optional[str], name: Optional[str]
     ) -> int:
+        if choice not in self._call_count and len(self._call_count) >= _MAX_TRACKED_CALLS:
+            return index if type(index) is int else 0  # a server inventing choices: not tracked
         count = self._call_count.get(choice, 0)
         if type(index) is not int:
             if call_id is not None and (choice, call_id) in self._call_ids:
@@ -1103,7 +1119,7 @@ def _chunk_error(chunk: Mapping[str, Any]) -> Optional[APIError]:
     if chunk.get("error") or chunk.get("object") == "error" or (isinstance(groq, dict) and groq.get("error")):
         fields = error_fields(chunk)
         if fields is not None:
-            return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=dict(chunk))
+            return APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=dict(chunk))
     return None
 
 
@@ -1112,7 +1128,7 @@ def _finish_reason_error(choice: Mapping[str, Any], chunk: Mapping[str, Any]) ->
     fields = error_fields(choice) if choice.get("error") else None
     if fields is None:
         fields = ('the provider ended choice %s with finish_reason "error"' % _clip(choice.get("index", 0), 20), None, None)
-    return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=dict(chunk))
+    return APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=dict(chunk))
 
 
 class _ChatDialect(ChunkDecoder):
@@ -1189,7 +1205,7 @@ def _chat_messages(messages: Messages, system: Optional[str]) -> List[Any]:
 
 
 ###############################################################################
-# Accumulator #################################################################
+# Accumulator (no I/O) ########################################################
 ###############################################################################
 
 
@@ -1434,7 +1450,7 @@ class _SurrogateMender:
                 continue
             key = (kind, delta.choice)  # type: ignore[attr-defined]
             text = self.held.pop(key, "") + delta.text  # type: ignore[attr-defined]
-            if text and "\ud800" <= text[-1] <= "\udbff":  # a high half: its pair may come next
+            if text and "\ud800" <= text[-1] <= "\udbff" and len(self.held) < 64:  # its pair may come next
                 self.held[key] = text[-1]
                 text = text[:-1]
             if text:
@@ -1660,8 +1676,8 @@ class _StreamDecoder:
             fields = error_fields(payload) if payload is not None else None
             if fields is None:
                 fields = (_clip(data, 500) or "the server sent an error event", None, None)
-            body = payload if payload is not None else _clip(data, 2000)
-            raise APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=body)
+            body = payload if payload is not None else _cut(data)
+            raise APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=body)
         if isinstance(payload, dict) and self.dialect.is_chunk(payload):
             return payload
         return None
@@ -1728,7 +1744,7 @@ def _refuse_non_sse(content_type: str, first_piece: bytes) -> None:
 def _non_object_error(value: Any, number: int) -> StreamliteError:
     fields = error_fields(value)
     if fields is not None:
-        return APIError(_clip(fields[0], 2000), code=fields[1], type=fields[2], body=value)
+        return APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=value)
     return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(_json_text(value), 80)))
 
 
@@ -2688,10 +2704,10 @@ class _Pool:
                 return []
             return [idle.pop(0)]
 
-    def drain(self, select: Optional[Callable[[Any], bool]] = None) -> List[Any]:
-        """Take out the idle connections (those whose key `select` accepts)."""
+    def drain(self, chosen: Optional[Callable[[Any], bool]] = None) -> List[Any]:
+        """Take out the idle connections (those whose key `chosen` accepts)."""
         with self._lock:
-            keys = [key for key in self._idle if select is None or select(key)]
+            keys = [key for key in self._idle if chosen is None or chosen(key)]
             return [conn for key in keys for conn in self._idle.pop(key)]
 
 
