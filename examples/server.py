@@ -390,7 +390,7 @@ def _answer(request: JSON, options: _Options, call_id: str) -> _Answer:
     last = messages[-1] if messages else None
     if tools and not (isinstance(last, dict) and last.get("role") == "tool"):
         tool = tools[0] if isinstance(tools[0], dict) else {}
-        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        function: Any = tool.get("function") if isinstance(tool.get("function"), dict) else tool
         call = {"id": call_id, "name": function.get("name") or "tool", "arguments": arguments_for(tool)}
         return _Answer(reasoning, content, call, "tool_calls")
     return _Answer(reasoning, content, None, "stop")
@@ -731,7 +731,7 @@ def _function_tool(request: JSON) -> Optional[JSON]:
     """{"name", "arguments"} of the first function tool, or None."""
     for tool in request.get("tools") or []:
         if isinstance(tool, dict) and tool.get("type", "function") == "function":
-            function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+            function: Any = tool.get("function") if isinstance(tool.get("function"), dict) else tool
             return {"name": function.get("name") or "tool", "arguments": arguments_for(tool)}
     return None
 
@@ -1109,7 +1109,7 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host name up (socket.getfqdn), which can take seconds
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (or failed its TLS handshake) is no error worth a traceback."""
