@@ -1055,6 +1055,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-request-id", "req_local_%d" % self.server.next_request_id())
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
