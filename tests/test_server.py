@@ -285,6 +285,23 @@ def test_stop_ends_idle_keep_alive_connections_at_once():
         conn.close()
 
 
+def test_a_reused_connection_answers_without_waiting_for_a_delayed_ack(srv):
+    """TCP_NODELAY: with Nagle, the first event written after the headers waits for the client's
+    delayed ACK (40 ms or more on Linux) on every request but the first of a connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=TIMEOUT)
+    times = []
+    try:
+        for _ in range(8):
+            started = time.perf_counter()
+            response, _ = post(conn, "/v1/chat/completions", {"messages": USER, "stream": True, "max_tokens": 3})
+            times.append(time.perf_counter() - started)
+            assert response.status == 200
+    finally:
+        conn.close()
+    assert srv.connections_opened == 1
+    assert min(times[1:]) < 0.02  # with Nagle every one of them takes 40 ms or more
+
+
 def test_the_request_record_keeps_only_the_last_ones(monkeypatch):
     monkeypatch.setattr(server_module, "MAX_RECORDED", 5)
     with ChatServer() as server:
