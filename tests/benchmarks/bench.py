@@ -21,6 +21,12 @@ Figures: import time (`python -c "import X"` minus `python -c pass`, median), CP
 chunks per second on the burst, added latency from send to yield on the paced stream, peak RSS
 over 1,000,000 events without accumulation (and at 10 % of them, to show it is flat), 64
 concurrent streams from threads. Each figure is also given as a ratio to the floor's.
+
+Sequential requests: N streams one after another from one client to examples/server.py's
+ChatServer (in its own process), over HTTP and over HTTPS (tests/data/certs): how many
+connections the server accepted (its own counter) and the time to first token of request 1
+against the median of requests 2..N. A client that keeps its connection alive opens one and pays
+the connect (and TLS handshake) once; the raw-socket floor here does. The openai SDK when installed.
 """
 
 import argparse
@@ -352,6 +358,184 @@ def run_threads(name, base_url, threads, count):
 
 
 # -------------------------------------------------------------------------------------------
+# Sequential requests on one client: connection reuse and time to first token
+# -------------------------------------------------------------------------------------------
+
+CERTS = os.path.join(ROOT, "tests", "data", "certs")
+SEQUENTIAL_WORDS = 20
+SEQUENTIAL_CLIENTS = ("floor", "streamlite", "openai")
+
+
+def chat_server(scheme):
+    """In a child process: examples/server.py's ChatServer; prints its URL, then for each line on
+    stdin its counters as JSON; stops at the end of stdin."""
+    import ssl
+
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from server import ChatServer
+
+    tls = None
+    if scheme == "https":
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(os.path.join(CERTS, "good.pem"), os.path.join(CERTS, "good.key"))
+    with ChatServer(reasoning=False, words=SEQUENTIAL_WORDS, tls=tls) as server:
+        print(server.url, flush=True)
+        for _ in sys.stdin:
+            print(json.dumps({"connections_opened": server.connections_opened, "requests": len(server.requests)}),
+                  flush=True)
+
+
+def _floor_sequential(base_url, count, ca_file):
+    """A keep-alive raw-socket client: one connection, request after request on it."""
+    import ssl
+
+    scheme, rest = base_url.split("://")
+    host, port = rest.split("/")[0].split(":")
+    path = ("/" + rest.split("/", 1)[1] + "/chat/completions").encode()
+    body = json.dumps(dict(BODY, model="bench")).encode()
+    request = (b"POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/json\r\n"
+               b"Authorization: Bearer sk-bench\r\nContent-Length: %d\r\n\r\n%s"
+               % (path, host.encode(), port.encode(), len(body), body))
+    sock, buffer = None, b""
+
+    def recv():
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    for _ in range(count):
+        started = time.perf_counter()
+        if sock is None:
+            sock = socket.create_connection((host, int(port)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = ssl.create_default_context(cafile=ca_file).wrap_socket(sock, server_hostname=host)
+        sock.sendall(request)
+        while b"\r\n\r\n" not in buffer:
+            buffer += recv()
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0] and b"chunked" in head.lower(), head
+        first, text, raw = None, [], b""
+        while True:  # de-chunk to the last chunk; split lines; take the content
+            while b"\r\n" not in buffer:
+                buffer += recv()
+            size_line, _, rest = buffer.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                rest += recv()
+            raw, buffer = raw + rest[:size], rest[size + 2:]
+            *lines, raw = raw.split(b"\n")
+            for line in lines:
+                if line[:6] == b"data: " and line[6:] != b"[DONE]":
+                    choices = json.loads(line[6:])["choices"]
+                    if choices and choices[0]["delta"].get("content"):
+                        first = first or time.perf_counter()
+                        text.append(choices[0]["delta"]["content"])
+            if size == 0:
+                break
+        if b"connection: close" in head.lower():
+            sock.close()
+            sock = None
+        yield first - started, "".join(text)
+    if sock is not None:
+        sock.close()
+
+
+def _streamlite_sequential(base_url, count, ca_file):
+    import streamlite
+
+    client = streamlite.Client(base_url, "sk-bench", proxy="", ca_file=ca_file)
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            first, text = None, []
+            with client.stream("hi", model="bench") as stream:
+                for delta in stream:
+                    if type(delta) is streamlite.ContentDelta:
+                        first = first or time.perf_counter()
+                        text.append(delta.text)
+            yield first - started, "".join(text)
+    finally:
+        getattr(client, "close", lambda: None)()  # a Client without keep-alive has no close()
+
+
+def _openai_sequential(base_url, count, ca_file):
+    import openai
+
+    http_client = openai.DefaultHttpxClient(verify=ca_file or True, trust_env=False)
+    client = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, http_client=http_client)
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            first, text = None, []
+            for chunk in client.chat.completions.create(model="bench", messages=BODY["messages"], stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    text.append(chunk.choices[0].delta.content)
+            yield first - started, "".join(text)
+    finally:
+        client.close()
+
+
+SEQUENTIAL = {"floor": _floor_sequential, "streamlite": _streamlite_sequential, "openai": _openai_sequential}
+
+
+def run_sequential(name, base_url, count):
+    """In a child process: `count` streams one after another; the time to first token of each."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    from server import reply_for
+
+    for module in NEEDS.get(name, ()):
+        __import__(module)
+    ca_file = os.path.join(CERTS, "ca.pem") if base_url.startswith("https") else None
+    want = reply_for([], words=SEQUENTIAL_WORDS)
+    ttft, wall = [], time.perf_counter()
+    for seconds, text in SEQUENTIAL[name](base_url, count, ca_file):
+        if text != want:
+            raise SystemExit("%s returned the wrong content: %r" % (name, text[:80]))
+        ttft.append(seconds)
+    return {"ttft_s": ttft, "wall": time.perf_counter() - wall}
+
+
+def measure_sequential(count, available):
+    """Per scheme and client: connections opened and time to first token, request 1 vs 2..N."""
+    report = {}
+    for scheme in ("http", "https"):
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_chatserver", scheme], env=_env(),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            url = server.stdout.readline().strip()
+
+            def counters():
+                server.stdin.write("\n")
+                server.stdin.flush()
+                return json.loads(server.stdout.readline())
+
+            rows = {}
+            for name in SEQUENTIAL_CLIENTS:
+                if name != "floor" and name not in available:
+                    continue
+                before = counters()
+                figures = _child(["_sequential", name, url, str(count)])
+                after = counters()
+                ttft = figures["ttft_s"]
+                rows[name] = {"connections": after["connections_opened"] - before["connections_opened"],
+                              "requests": after["requests"] - before["requests"], "first_ttft_ms": ttft[0] * 1000,
+                              "rest_ttft_ms": statistics.median(ttft[1:]) * 1000 if len(ttft) > 1 else None,
+                              "wall_s": figures["wall"]}
+            report[scheme] = rows
+        finally:
+            server.stdin.close()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
+    return report
+
+
+# -------------------------------------------------------------------------------------------
 # The harness
 # -------------------------------------------------------------------------------------------
 
@@ -411,6 +595,8 @@ def main():
     parser.add_argument("--thread-events", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is kept)")
     parser.add_argument("--import-runs", type=int, default=21)
+    parser.add_argument("--sequential", type=int, default=30, metavar="N", help="sequential streams on one client")
+    parser.add_argument("--only-sequential", action="store_true", help="run only the sequential-requests case")
     parser.add_argument("--quick", action="store_true", help="small counts, every figure: a minute")
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the harness works (the tests run it)")
     parser.add_argument("--clients", help="comma-separated subset of: " + ", ".join(CLIENTS))
@@ -421,7 +607,7 @@ def main():
         args.repeat, args.import_runs = 1, 5
     if args.smoke:
         args.events, args.paced, args.rss_events, args.threads, args.thread_events = 2_000, 10, 5_000, 8, 100
-        args.repeat, args.import_runs = 1, 1
+        args.repeat, args.import_runs, args.sequential = 1, 1, 4
 
     import importlib.util
 
@@ -436,6 +622,10 @@ def main():
     if skipped:
         print("skipped (not installed): %s" % ", ".join(skipped))
 
+    if args.only_sequential:
+        report = {"sequential": measure_sequential(args.sequential, available)}
+        _print_sequential(report)
+        return
     server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_serve"], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
@@ -443,6 +633,7 @@ def main():
     finally:
         server.kill()
         server.wait(10)
+    report["sequential"] = measure_sequential(args.sequential, available)
     report["skipped"] = skipped
     report["machine"] = {"python": platform.python_implementation() + " " + platform.python_version(),
                          "cpus": os.cpu_count(), "platform": platform.platform()}
@@ -524,6 +715,18 @@ def _print_report(report, available):
     for name, row in report["threads"].items():
         print("  %-16s %d/%d intact, %d errors, %.2f s" % (name, row["intact"], report["args"]["threads"],
                                                           row["error_count"], row["wall"]))
+    _print_sequential(report)
+
+
+def _print_sequential(report):
+    for scheme, rows in report["sequential"].items():
+        count = max((row["requests"] for row in rows.values()), default=0)
+        print("\n%d sequential streams on one client, %s: connections the server accepted; time to first token"
+              % (count, scheme.upper()))
+        print("  %-16s %11s %12s %18s" % ("client", "connections", "TTFT #1 ms", "TTFT #2..N median"))
+        for name, row in rows.items():
+            rest = "%15.3f ms" % row["rest_ttft_ms"] if row["rest_ttft_ms"] is not None else "%18s" % "-"
+            print("  %-16s %11d %12.3f %s" % (name, row["connections"], row["first_ttft_ms"], rest))
 
 
 if __name__ == "__main__":
@@ -531,6 +734,10 @@ if __name__ == "__main__":
         serve()
     elif sys.argv[1:2] == ["_client"]:
         print(json.dumps(run_client(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+    elif sys.argv[1:2] == ["_chatserver"]:
+        chat_server(sys.argv[2])
+    elif sys.argv[1:2] == ["_sequential"]:
+        print(json.dumps(run_sequential(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
     elif sys.argv[1:2] == ["_threads"]:
         print(json.dumps(run_threads(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
     else:
