@@ -1131,6 +1131,565 @@ def _finish_reason_error(choice: Mapping[str, Any], chunk: Mapping[str, Any]) ->
     return APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=dict(chunk))
 
 
+# Responses API and legacy completions (wire dialects, no I/O) -----------------------------------
+#
+# Two more wire dialects beside chat chunks. `_ResponsesDecoder` turns the JSON of each Responses
+# event (`POST /responses`, stream: true) into the same deltas; ChunkDecoder reads the legacy
+# `/completions` chunks (`choices[].text`) as it reads chat chunks. `_responses_body` and
+# `_completions_body` build request bodies from a prompt or chat messages; `_api_target` maps the
+# chat request target to the one of another API.
+#
+# What real servers do, and what the decoder does about it:
+# - Events are told apart by the `type` inside the JSON; the SSE `event:` line is not read (LiteLLM
+#   and some gateways send none; llama.cpp, vLLM, Ollama and OpenAI send it as well).
+# - Tool calls are keyed by the item id and by `call_id` (llama.cpp's argument deltas name the item
+#   by its call_id; its items have no id). `output_index` is never used: it is missing (llama.cpp),
+#   starts at 1 after a reasoning item (OpenAI, vLLM, Ollama) or repeats (gateways).
+# - vLLM puts the first piece of the arguments in `output_item.added` and then sends the same piece
+#   again as a `function_call_arguments.delta`: arguments in `added` are held back and handed out
+#   only if neither a delta nor a `.done` brings them. `.done` and `output_item.done` repeat the
+#   whole arguments: only the part not yet handed out is emitted (the count of characters sent is
+#   all that is kept per call, so memory does not grow with the deltas).
+# - Reasoning: vLLM and llama.cpp send `reasoning_text` deltas, Ollama and OpenAI only
+#   `reasoning_summary_text`. When one item gets both, the kind that came first for that item wins
+#   and the other is dropped (a raw text and its summary are two versions of the same thought; in
+#   practice the raw text comes first, so this prefers reasoning_text).
+# - Text that arrives only whole (`output_text.done`, `output_item.done`, the output of
+#   `response.completed`: llama.cpp's final events, servers that do not stream) is handed out
+#   when no delta of that kind came for that item; the output of `response.completed` is used only
+#   for kinds that nothing was handed out for at all.
+# - Usage comes from the terminal event only (some servers put zeros in response.created); fields a
+#   server does not send are None.
+
+_MAX_RESPONSE_ITEMS = 10000  # output items and tool calls tracked per response
+_AZURE_RESPONSES_API_VERSION = "2025-04-01-preview"  # the first GA-era version that has /responses
+_INFO_EVENTS = frozenset(
+    ("response.created", "response.in_progress", "response.queued", "response.completed",
+     "response.incomplete", "response.failed")
+)
+# bits of _ResponsesDecoder._items values: per kind (shift 0 content, 2 refusal, 4 reasoning) a
+# "deltas came" bit and a "handed out whole" bit; then which reasoning source an item uses.
+_CONTENT, _REFUSAL, _REASONING = 0, 2, 4
+_FROM_TEXT, _FROM_SUMMARY = 1 << 6, 1 << 7
+_REASONING_DELTAS = {  # the last two: names of an early draft, still sent by some vLLM forks
+    "response.reasoning_text.delta": _FROM_TEXT,
+    "response.reasoning_summary_text.delta": _FROM_SUMMARY,
+    "response.reasoning.delta": _FROM_TEXT,
+    "response.reasoning_summary.delta": _FROM_SUMMARY,
+}
+
+
+def _responses_usage(obj: Mapping[str, Any]) -> Usage:
+    """Usage of a Responses `usage` object (input/output tokens and their details)."""
+    prompt = _as_int(obj.get("input_tokens"))
+    completion = _as_int(obj.get("output_tokens"))
+    if prompt is None and completion is None and ("prompt_tokens" in obj or "completion_tokens" in obj):
+        return parse_usage(obj)  # a gateway that answers in chat names
+    details = obj.get("output_tokens_details")
+    reasoning = _as_int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    details = obj.get("input_tokens_details")
+    cached = _as_int(details.get("cached_tokens")) if isinstance(details, dict) else None
+    total = _as_int(obj.get("total_tokens"))
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    return Usage(prompt, completion, total, reasoning, cached, obj)
+
+
+def _nonempty_str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
+
+
+def _delta_text(value: Any) -> str:
+    """The text of an event's `delta` (a str; an object with `text`/`content` from old vLLM)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for key in ("text", "content"):
+            if isinstance(value.get(key), str):
+                return value[key]  # type: ignore[no-any-return]
+    return ""
+
+
+def _parts_text(parts: Any, kinds: Tuple[str, ...], key: str = "text") -> str:
+    if not isinstance(parts, list):
+        return ""
+    pieces = []
+    for part in parts:
+        if isinstance(part, dict) and part.get("type") in kinds and isinstance(part.get(key), str):
+            pieces.append(part[key])
+    return "".join(pieces)
+
+
+class _ResponsesCall:
+    __slots__ = ("index", "named", "sent", "held")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.named = False  # id and name handed out
+        self.sent = 0  # characters of arguments handed out
+        self.held: Optional[str] = None  # arguments of output_item.added, not yet confirmed
+
+
+class _ResponsesDecoder:
+    """Turn decoded Responses stream events (one JSON object each) into deltas.
+
+    decode(obj) returns the deltas of one event, or raises APIError for `error` events,
+    `response.failed` and a chat-style {"error": {...}} (the deltas of earlier events were all
+    returned before). `terminal` is True after response.completed/.incomplete/.failed: a body that
+    ends without it (or with a bare [DONE]) was cut off. `info` holds the response's id, model and
+    created (created_at); `info_changed` is set when it changed (the caller clears it).
+    """
+
+    def __init__(self) -> None:
+        self.terminal = False
+        self.info: Dict[str, Any] = {}
+        self.info_changed = False
+        self._calls: Dict[str, _ResponsesCall] = {}  # by item id and by call_id
+        self._call_list: List[_ResponsesCall] = []
+        self._current: Optional[_ResponsesCall] = None  # the call added last
+        self._unbound: Optional[_ResponsesCall] = None  # the call added last, if its item had no id
+        self._items: Dict[str, int] = {}  # item id -> bits (see _CONTENT...)
+        self._anonymous = 0  # bits of deltas and whole texts that named no item
+        self._seen = 0  # bits of every item together
+
+    # events -----------------------------------------------------------------------------------
+
+    def decode(self, obj: Mapping[str, Any]) -> List[Delta]:
+        kind = obj.get("type")
+        out: List[Delta] = []
+        if not isinstance(kind, str):
+            self._untyped(obj)
+            return out
+        if self.terminal:
+            return out  # a gateway's trailing copy of the terminal event, or noise
+        if kind == "response.output_text.delta":
+            self._text(_CONTENT, obj.get("item_id"), _delta_text(obj.get("delta")), ContentDelta, out)
+        elif kind == "response.function_call_arguments.delta":
+            self._arguments_delta(obj, out)
+        elif kind in _REASONING_DELTAS:
+            self._reasoning(obj.get("item_id"), _REASONING_DELTAS[kind], _delta_text(obj.get("delta")), out)
+        elif kind == "response.refusal.delta":
+            self._text(_REFUSAL, obj.get("item_id"), _delta_text(obj.get("delta")), RefusalDelta, out)
+        elif kind == "response.output_item.added":
+            item = obj.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                self._call_added(item, out)
+        elif kind == "response.function_call_arguments.done":
+            self._call_done(obj.get("item_id"), obj.get("call_id"), obj.get("name"), obj.get("arguments"), out)
+        elif kind == "response.output_item.done":
+            item = obj.get("item")
+            if isinstance(item, dict):
+                self._item_done(item, out)
+        elif kind == "response.output_text.done":
+            self._whole(_CONTENT, obj.get("item_id"), obj.get("text"), ContentDelta, out)
+        elif kind == "response.refusal.done":
+            self._whole(_REFUSAL, obj.get("item_id"), obj.get("refusal"), RefusalDelta, out)
+        elif kind == "response.reasoning_text.done" or kind == "response.reasoning_summary_text.done":
+            self._whole(_REASONING, obj.get("item_id"), obj.get("text"), ReasoningDelta, out)
+        elif kind in _INFO_EVENTS:
+            response = obj.get("response")
+            if not isinstance(response, dict):
+                response = {}
+            self._note_info(response)
+            if kind == "response.completed":
+                self._end(response, out)
+                out.append(Finish("tool_calls" if self._call_list else "stop"))
+            elif kind == "response.incomplete":
+                self._end(response, out)
+                details = response.get("incomplete_details")
+                reason = details.get("reason") if isinstance(details, dict) else None
+                out.append(Finish(_INCOMPLETE_REASONS.get(reason, reason) if isinstance(reason, str) and reason else "length"))
+            elif kind == "response.failed":
+                self.terminal = True
+                fields = error_fields(response) or error_fields(obj)
+                if fields is None:
+                    fields = ("the response failed (status %s)" % (_clip(response.get("status"), 40),), None, None)
+                raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(obj))
+        elif kind == "error":
+            fields = error_fields(obj)
+            if fields is None:
+                fields = ("the server sent an error event: %s" % _clip(_json_text(obj), 200), None, None)
+            raise APIError(fields[0], code=fields[1], type=None if fields[2] == "error" else fields[2], body=dict(obj))
+        return out
+
+    def decode_whole(self, obj: Mapping[str, Any]) -> List[Delta]:
+        """A whole Response object (a server that ignored "stream"): its output as deltas."""
+        status = obj.get("status")
+        if obj.get("object") == "response" or "output" in obj:
+            kind = "response.%s" % status if status in ("incomplete", "failed") else "response.completed"
+            return self.decode({"type": kind, "response": obj})
+        return self.decode(obj)
+
+    def _untyped(self, obj: Mapping[str, Any]) -> None:
+        """An object without a type: a chat-style {"error": {...}} or bare error is an APIError."""
+        if obj.get("error") or obj.get("object") == "error" or ("message" in obj and "choices" not in obj):
+            fields = error_fields(obj)
+            if fields is not None:
+                self.terminal = True
+                raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(obj))
+
+    def _note_info(self, response: Mapping[str, Any]) -> None:
+        for key, name in (("id", "id"), ("model", "model"), ("created_at", "created")):
+            value = response.get(key)
+            if name == "created":
+                value = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            elif not _nonempty_str(value):
+                value = None
+            if value is not None and self.info.get(name) != value and (name == "model" or name not in self.info):
+                self.info[name] = value
+                self.info_changed = True
+
+    # text -----------------------------------------------------------------------------------
+
+    def _mark(self, item: Any, bits: int) -> int:
+        """Set bits for an item (None: no item id); return its bits before."""
+        if not isinstance(item, str) or not item:
+            before = self._anonymous
+            self._anonymous |= bits
+        else:
+            before = self._items.get(item, 0)
+            if not before and len(self._items) >= _MAX_RESPONSE_ITEMS:
+                raise ProtocolError("the response has more than %d output items" % _MAX_RESPONSE_ITEMS)
+            self._items[item] = before | bits
+        self._seen |= bits
+        return before
+
+    def _text(self, shift: int, item: Any, text: str, kind: type, out: List[Delta]) -> None:
+        self._mark(item, 1 << shift)
+        if text:
+            out.append(_text_delta(kind, text, 0))
+
+    def _reasoning(self, item: Any, source: int, text: str, out: List[Delta]) -> None:
+        other = _FROM_SUMMARY if source == _FROM_TEXT else _FROM_TEXT
+        before = self._mark(item, (1 << _REASONING) | (0 if self._has(item, other) else source))
+        if before & other:
+            return  # this item's reasoning comes as the other kind: never both
+        if text:
+            out.append(_text_delta(ReasoningDelta, text, 0))
+
+    def _has(self, item: Any, bits: int) -> bool:
+        if not isinstance(item, str) or not item:
+            return bool(self._anonymous & bits)
+        return bool(self._items.get(item, 0) & bits)
+
+    def _whole(self, shift: int, item: Any, text: Any, kind: type, out: List[Delta]) -> None:
+        """Text that came whole: hand it out unless deltas (or a whole copy) brought it already."""
+        if not isinstance(text, str) or not text:
+            return
+        streamed, whole = 1 << shift, 2 << shift
+        if self._anonymous & streamed:
+            return  # deltas without item ids: cannot tell which item they were; trust them
+        if not isinstance(item, str) or not item:
+            if self._seen & (streamed | whole):
+                return
+        elif self._has(item, streamed | whole):
+            return
+        self._mark(item, whole)
+        out.append(kind(text))
+
+    # tool calls -------------------------------------------------------------------------------
+
+    def _call(self, item_id: Any, call_id: Any, create: bool) -> Optional[_ResponsesCall]:
+        keys = [key for key in (_nonempty_str(item_id), _nonempty_str(call_id)) if key]
+        call = next((self._calls[key] for key in keys if key in self._calls), None)
+        if call is None:
+            if not create:
+                return None
+            if len(self._call_list) >= _MAX_RESPONSE_ITEMS:
+                raise ProtocolError("the response has more than %d function calls" % _MAX_RESPONSE_ITEMS)
+            call = _ResponsesCall(len(self._call_list))
+            self._call_list.append(call)
+        for key in keys:
+            self._calls.setdefault(key, call)
+        return call
+
+    def _call_delta(self, call: _ResponsesCall, item: Mapping[str, Any], arguments: str, out: List[Delta]) -> None:
+        call_id = _nonempty_str(item.get("call_id")) or _nonempty_str(item.get("id"))
+        name = _nonempty_str(item.get("name"))
+        if call.named or (call_id is None and name is None):
+            if arguments:
+                out.append(ToolCallDelta(call.index, None, None, arguments))
+            return
+        call.named = call_id is not None and name is not None
+        out.append(ToolCallDelta(call.index, call_id, name, arguments))
+
+    def _call_added(self, item: Mapping[str, Any], out: List[Delta]) -> None:
+        call = self._call(item.get("id"), item.get("call_id"), True)
+        assert call is not None
+        self._current = call
+        self._unbound = call if _nonempty_str(item.get("id")) is None else None
+        arguments = item.get("arguments")
+        if isinstance(arguments, str) and arguments and not call.sent:
+            call.held = arguments
+        self._call_delta(call, item, "", out)
+
+    def _find_call(self, item_id: Any, call_id: Any) -> _ResponsesCall:
+        """The call an event names; an item id never seen names the call added last without an
+        id (if any; else a new call); an event naming nothing belongs to the call added last."""
+        call = self._call(item_id, call_id, False)
+        if call is not None:
+            return call
+        if _nonempty_str(item_id) is None and _nonempty_str(call_id) is None and self._current is not None:
+            return self._current
+        if self._unbound is not None and _nonempty_str(call_id) is None:
+            call, self._unbound = self._unbound, None
+            self._calls.setdefault(item_id, call)
+            return call
+        call = self._call(item_id, call_id, True)
+        assert call is not None
+        self._current = call
+        return call
+
+    def _arguments_delta(self, obj: Mapping[str, Any], out: List[Delta]) -> None:
+        item_id, call_id = obj.get("item_id"), obj.get("call_id")
+        call = self._find_call(item_id, call_id)
+        text = _delta_text(obj.get("delta"))
+        call.held = None
+        call.sent += len(text)
+        self._call_delta(call, {"call_id": call_id} if _nonempty_str(call_id) else {}, text, out)
+
+    def _call_done(self, item_id: Any, call_id: Any, name: Any, arguments: Any, out: List[Delta]) -> None:
+        call = self._find_call(item_id, call_id)
+        if not isinstance(arguments, str):
+            arguments = "" if arguments is None else _json_text(arguments, ensure_ascii=False)
+        rest = ""
+        if len(arguments) > call.sent:
+            rest = arguments[call.sent :]
+            call.sent = len(arguments)
+            call.held = None
+        self._call_delta(call, {"call_id": call_id or item_id, "name": name}, rest, out)
+
+    def _item_done(self, item: Mapping[str, Any], out: List[Delta]) -> None:
+        kind = item.get("type")
+        if kind == "function_call":
+            self._call_done(item.get("id"), item.get("call_id"), item.get("name"), item.get("arguments"), out)
+        elif kind == "message":
+            content = item.get("content")
+            self._whole(_CONTENT, item.get("id"), _parts_text(content, ("output_text", "text")), ContentDelta, out)
+            self._whole(_REFUSAL, item.get("id"), _parts_text(content, ("refusal",), "refusal"), RefusalDelta, out)
+        elif kind == "reasoning":
+            text = _parts_text(item.get("content"), ("reasoning_text",))
+            if not text:
+                text = _parts_text(item.get("summary"), ("summary_text",))
+            self._whole(_REASONING, item.get("id"), text, ReasoningDelta, out)
+
+    def _end(self, response: Mapping[str, Any], out: List[Delta]) -> None:
+        """A terminal event: what only its output holds, held arguments, then usage."""
+        self.terminal = True
+        output = response.get("output")
+        if isinstance(output, list):
+            had_calls, seen = bool(self._call_list), self._seen
+            for item in output:
+                if not isinstance(item, dict):
+                    continue
+                kind = item.get("type")
+                if kind == "function_call":
+                    known = self._call(item.get("id"), item.get("call_id"), False) is not None
+                    if known or not had_calls:
+                        self._item_done(item, out)
+                elif kind in ("message", "reasoning"):
+                    shift = _REASONING if kind == "reasoning" else _CONTENT
+                    bits = 3 << shift | (3 << _REFUSAL if kind == "message" else 0)
+                    if not seen & bits:
+                        self._item_done(item, out)
+        for call in self._call_list:
+            if call.held:
+                out.append(ToolCallDelta(call.index, None, None, call.held))
+                call.sent, call.held = len(call.held), None
+        usage = response.get("usage")
+        if isinstance(usage, dict) and usage:
+            out.append(_responses_usage(usage))
+
+
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+# Request bodies -------------------------------------------------------------------------------
+
+_CHAT_ROLES = frozenset(("system", "developer", "user", "assistant", "tool"))
+
+
+def _responses_part(part: Any, assistant: bool) -> Any:
+    """One chat content part as a Responses content part (parts already in that shape pass)."""
+    if isinstance(part, str):
+        return {"type": "output_text" if assistant else "input_text", "text": part}
+    if not isinstance(part, dict):
+        return part
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "output_text" if assistant else "input_text", "text": part.get("text", "")}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        detail = image.get("detail") if isinstance(image, dict) else None
+        return {"type": "input_image", "image_url": url, "detail": detail or "auto"}
+    if kind == "file" and isinstance(part.get("file"), dict):
+        return dict(part["file"], type="input_file")
+    return part  # input_text, input_image, input_audio, input_file, refusal, ...
+
+
+def _responses_content(content: Any, assistant: bool) -> Any:
+    if not isinstance(content, list):
+        return content
+    if assistant and all(isinstance(p, str) or (isinstance(p, dict) and p.get("type") in ("text", "output_text")) for p in content):
+        return "".join(p if isinstance(p, str) else p.get("text") or "" for p in content)
+    return [_responses_part(part, assistant) for part in content]
+
+
+def _tool_output(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list) and all(isinstance(p, str) or (isinstance(p, dict) and p.get("type") in ("text", "input_text", "output_text")) for p in content):
+        return "".join(p if isinstance(p, str) else p.get("text") or "" for p in content)
+    return _json_text(content, ensure_ascii=False)
+
+
+def _responses_items(message: Any) -> List[Any]:
+    """The Responses input items of one chat message (items already in Responses shape pass)."""
+    if not isinstance(message, dict):
+        raise ConfigError("each message must be a dict, got %s" % type(message).__name__)
+    role = message.get("role")
+    if message.get("type") not in (None, "message") or role not in _CHAT_ROLES or (message.get("type") == "message" and role != "tool"):
+        return [message]  # function_call, function_call_output, reasoning, item_reference, ...
+    if role == "tool":
+        return [{"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": _tool_output(message.get("content"))}]
+    items: List[Any] = []
+    content = _responses_content(message.get("content"), role == "assistant")
+    calls = message.get("tool_calls") if role == "assistant" else None
+    if content not in (None, "", []) or not calls:
+        items.append({"role": role, "content": "" if content is None else content})
+    for call in calls or ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = "{}" if arguments is None else _json_text(arguments, ensure_ascii=False)
+        items.append({"type": "function_call", "call_id": call.get("id"), "name": function.get("name"), "arguments": arguments})
+    return items
+
+
+def _responses_tool(tool: Any) -> Any:
+    """A chat-style function tool as a Responses one. `strict` is False unless the chat tool says
+    otherwise: chat's default; Responses would make it True and refuse most chat schemas."""
+    if not (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict)):
+        return tool
+    function = tool["function"]
+    out: Dict[str, Any] = {"type": "function", "name": function.get("name")}
+    if "description" in function:
+        out["description"] = function["description"]
+    out["parameters"] = function.get("parameters") or {"type": "object", "properties": {}}
+    out["strict"] = function.get("strict", False)
+    return out
+
+
+def _responses_body(messages: Messages, body: Mapping[str, Any]) -> Dict[str, Any]:
+    """The body of POST /responses for a prompt or chat messages and chat-style body fields.
+
+    Messages become `input` items (system/developer/user/assistant messages keep their role and
+    order; assistant tool_calls become function_call items; tool messages function_call_output
+    items); chat tools, tool_choice, max_tokens, response_format and reasoning_effort become their
+    Responses forms; every other field is passed unchanged. Always streams; no stream_options
+    (include_usage is a chat option: Responses always reports usage).
+    """
+    if "input" in body:
+        raise ConfigError("pass the conversation as messages, not as input=")
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    elif not isinstance(messages, (list, tuple)):
+        raise ConfigError("messages must be a str prompt or a list of messages, got %s" % type(messages).__name__)
+    payload: Dict[str, Any] = {}
+    if body.get("model") is not None:
+        payload["model"] = body["model"]
+    payload["input"] = [item for message in messages for item in _responses_items(message)]
+    rest = {key: value for key, value in body.items() if key != "model"}
+    tools = rest.get("tools")
+    if isinstance(tools, list):
+        rest["tools"] = [_responses_tool(tool) for tool in tools]
+    choice = rest.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        rest["tool_choice"] = {"type": "function", "name": choice["function"].get("name")}
+    for name in ("max_completion_tokens", "max_tokens"):
+        if name in rest:
+            value = rest.pop(name)
+            rest.setdefault("max_output_tokens", value)
+    response_format = rest.pop("response_format", None)
+    if isinstance(response_format, dict):
+        text = dict(rest.get("text") or {})
+        form = {"type": response_format.get("type")}
+        schema = response_format.get("json_schema")
+        if isinstance(schema, dict):
+            form.update(schema)
+        text.setdefault("format", form)
+        rest["text"] = text
+    if "reasoning_effort" in rest:
+        reasoning = dict(rest.get("reasoning") or {})
+        reasoning.setdefault("effort", rest.pop("reasoning_effort"))
+        rest["reasoning"] = reasoning
+    options = rest.get("stream_options")
+    if isinstance(options, dict) and "include_usage" in options:
+        options = {key: value for key, value in options.items() if key != "include_usage"}
+        if options:
+            rest["stream_options"] = options
+        else:
+            del rest["stream_options"]
+    payload.update(rest)
+    payload.setdefault("stream", True)
+    return payload
+
+
+def _is_prompt(prompt: Any) -> bool:
+    if isinstance(prompt, str):
+        return True
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return False
+    if all(type(token) is int for token in prompt):  # one prompt as token ids
+        return True
+    return all(isinstance(p, str) or (isinstance(p, list) and all(type(t) is int for t in p)) for p in prompt)
+
+
+def _completions_body(prompt: Any, body: Mapping[str, Any]) -> Dict[str, Any]:
+    """The body of POST /completions: `prompt` is a str (or a list of them, or token ids)."""
+    if not _is_prompt(prompt):
+        raise ConfigError(
+            "api='completions' takes a prompt string (or a list of prompt strings), not chat "
+            "messages; use api='chat' or api='responses' for a list of messages"
+        )
+    payload: Dict[str, Any] = {}
+    if body.get("model") is not None:
+        payload["model"] = body["model"]
+    payload["prompt"] = prompt if isinstance(prompt, str) else list(prompt)
+    payload.update((key, value) for key, value in body.items() if key != "model")
+    payload.setdefault("stream", True)
+    return payload
+
+
+def _api_target(target: str, api: str, azure: bool = False, api_version: Optional[str] = None) -> str:
+    """The request target (path?query) of `api` from the chat one: .../chat/completions becomes
+    .../responses or .../completions. Azure: completions stay under the deployment; responses are
+    not deployment-scoped (/openai/responses?api-version=..., or /openai/v1/responses), and an
+    api-version that was only the chat default becomes one that has /responses."""
+    if api == "chat":
+        return target
+    path, mark, query = target.partition("?")
+    if path.endswith("/chat/completions"):
+        path = path[: -len("/chat/completions")]
+    if api == "completions":
+        return path + "/completions" + mark + query
+    if azure and "/deployments/" in path:
+        path = path[: path.index("/deployments/")]
+        if api_version is None and not os.environ.get("OPENAI_API_VERSION"):
+            query = "&".join(
+                "api-version=" + _AZURE_RESPONSES_API_VERSION if pair == "api-version=" + DEFAULT_AZURE_API_VERSION else pair
+                for pair in query.split("&")
+            )
+    return path + "/responses" + mark + query
+
+
 class _ChatDialect(ChunkDecoder):
     """The chat completions stream (and the legacy completions one, whose choices carry `text`)
     as the stream decoder sees a dialect: chunks in, deltas out, and how the stream ends."""
@@ -1150,7 +1709,7 @@ class _ChatDialect(ChunkDecoder):
     def whole(self, payload: Dict[str, Any]) -> Dict[str, Any]:
         return payload
 
-    def info(self, chunk: Mapping[str, Any]) -> Mapping[str, Any]:
+    def chunk_info(self, chunk: Mapping[str, Any]) -> Mapping[str, Any]:
         """The chunk's id, model, created and other top-level fields, for the Accumulator."""
         return chunk
 
@@ -1165,29 +1724,56 @@ class _ChatDialect(ChunkDecoder):
         return None
 
 
+class _ResponsesDialect(_ResponsesDecoder):
+    """The Responses stream as the stream decoder sees a dialect (see _ChatDialect)."""
+
+    terminal_needed = True  # the body may not end (nor [DONE] come) before a terminal event
+    ending = "response.completed (or .incomplete, .failed)"
+
+    def is_chunk(self, payload: Mapping[str, Any]) -> bool:
+        return True  # every event names its type inside
+
+    def is_whole(self, payload: Mapping[str, Any]) -> bool:
+        return payload.get("object") == "response" or "output" in payload
+
+    def whole(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        status = payload.get("status")
+        kind = "response.%s" % status if status in ("incomplete", "failed") else "response.completed"
+        return {"type": kind, "response": payload}
+
+    def chunk_info(self, chunk: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not self.info_changed:
+            return {}
+        self.info_changed = False
+        return self.info
+
+    def error_of(self, chunk: Mapping[str, Any]) -> Optional[APIError]:
+        return None  # decode() raises them
+
+    def flush(self) -> List[Delta]:
+        return []
+
+
 def _dialect_decoder(api: str, think_tags: bool) -> Any:
-    """The stream decoder of a wire API."""
-    return _ChatDialect(think_tags=think_tags)
+    """The stream decoder of a wire API (legacy completions chunks are chat chunks with `text`)."""
+    return _ResponsesDialect() if api == "responses" else _ChatDialect(think_tags=think_tags)
 
 
 def _request_body(api: str, messages: Messages, model: Optional[str], system: Optional[str],
                   body: Mapping[str, Any], include_usage: bool) -> Dict[str, Any]:
     """The JSON body of a request to a wire API, from a prompt or chat messages (no I/O)."""
-    payload: Dict[str, Any] = {}
-    if model is not None:
-        payload["model"] = model
+    fields = dict(body, model=model) if model is not None else dict(body)
+    if api == "responses":
+        return _responses_body(_chat_messages(messages, system), fields)
     if api == "completions":
-        if not isinstance(messages, str) and not (
-            isinstance(messages, list) and messages and all(isinstance(item, str) for item in messages)
-        ):
-            raise ConfigError("api='completions' takes a prompt string (or a list of them), not chat messages")
         if system is not None:
-            raise ConfigError("api='completions' has no system message; put it in the prompt")
-        payload["prompt"] = messages
+            raise ConfigError("system= needs api='chat' or api='responses'; api='completions' takes a prompt string")
+        payload = _completions_body(messages, fields)
     else:
+        payload = {"model": model} if model is not None else {}
         payload["messages"] = _chat_messages(messages, system)
-    payload.update(body)
-    payload.setdefault("stream", True)
+        payload.update(body)
+        payload.setdefault("stream", True)
     if include_usage and payload["stream"] is True and "stream_options" not in payload:
         payload["stream_options"] = {"include_usage": True}
     return payload
@@ -1626,7 +2212,7 @@ class _StreamDecoder:
                 self.mender = _SurrogateMender()
             deltas = self.mender.mend(deltas)
         if self.accumulate:
-            self.accumulator.add_chunk_info(self.dialect.info(chunk))
+            self.accumulator.add_chunk_info(self.dialect.chunk_info(chunk))
         elif self.accumulator.id is None:
             self.accumulator.add_chunk_info({key: chunk.get(key) for key in ("id", "model", "created")})
         if deltas:
@@ -2407,18 +2993,20 @@ def _endpoint(base_url: str, *, azure: bool, model: Optional[str], api_version: 
         if not path.endswith("/openai"):
             path += "/openai"
         path += "/deployments/" + quote(model, safe="")
-    suffix = _API_PATHS[api]
-    if not any(path.endswith(known) for known in _API_PATHS.values()):
-        path += suffix
+    given = any(path.endswith(known) for known in _API_PATHS.values())  # a full URL: used as it is
+    if not given:
+        path += _API_PATHS["chat"]
     if azure and "/deployments/" in path and "api-version=" not in query_text:
         version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
         query_text = (query_text + "&" if query_text else "") + "api-version=" + quote(version, safe="")
+    target = path + ("?" + query_text if query_text else "")
+    if not given:
+        target = _api_target(target, api, azure, api_version)
     if query:
         from urllib.parse import urlencode
 
-        query_text = (query_text + "&" if query_text else "") + urlencode(query)
+        target += ("&" if "?" in target else "?") + urlencode(query)
     default_port = 443 if parts.scheme == "https" else 80
-    target = path + ("?" + query_text if query_text else "")
     return _Endpoint(parts.scheme, parts.hostname, parts.port or default_port, target)
 
 
