@@ -85,6 +85,8 @@ __all__ = [
     "main",
     "parse_chunk",
     "stream",
+    "tool_result",
+    "user",
 ]
 
 #: Default bound on one SSE line or event, and on an error body we keep (bytes).
@@ -339,6 +341,41 @@ class Choice:
     refusal: Optional[str] = None
     tool_calls: Tuple[ToolCall, ...] = ()
     finish_reason: Optional[str] = None
+    #: OpenRouter's structured reasoning, merged per entry: sent back with the message.
+    reasoning_details: Tuple[Mapping[str, Any], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        """The assistant message to append to the conversation for the next request."""
+        return _assistant_message(self.content, self.refusal, self.tool_calls, self.reasoning_details)
+
+
+def _assistant_message(
+    content: str, refusal: Optional[str], calls: Sequence[ToolCall], details: Sequence[Mapping[str, Any]]
+) -> Dict[str, Any]:
+    """{"role": "assistant", ...} as OpenAI takes it back: content None (not "") beside tool
+    calls, each call with its id and the provider's own fields (Gemini's extra_content thought
+    signature), OpenRouter's reasoning_details; never reasoning_content (DeepSeek refuses it)."""
+    message: Dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
+    if refusal is not None:
+        message["refusal"] = refusal
+    if calls:
+        message["tool_calls"] = [_call_message(call) for call in calls]
+    if details:
+        message["reasoning_details"] = [dict(detail) for detail in details]
+    return message
+
+
+def _call_message(call: ToolCall) -> Dict[str, Any]:
+    out: Dict[str, Any] = {k: v for k, v in call.extra.items() if k not in ("id", "type", "function")}
+    out.update(id=_call_id(call), type=call.type or "function")
+    out["function"] = {"name": call.name or "", "arguments": call.arguments or "{}"}
+    return out
+
+
+def _call_id(call: ToolCall) -> str:
+    """The call's id; a server that sent none gets "call_<index>", the same in tool_result()."""
+    return call.id if call.id else "call_%d" % call.index
 
 
 @dataclass(frozen=True)
@@ -385,6 +422,13 @@ class Completion:
     #: Things the client did on the caller's behalf that change the result (a dropped option).
     warnings: Tuple[str, ...] = ()
     stats: Optional[Stats] = field(default=None, compare=False, repr=False)
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        """The assistant message of choice 0, to append to the conversation (see Choice.message)."""
+        if self.choices and self.choices[0].index == 0:
+            return self.choices[0].message
+        return _assistant_message(self.content, self.refusal, self.tool_calls, ())
 
 
 ###############################################################################
@@ -1016,7 +1060,7 @@ class _ChoiceParts:
         self.tool_calls: Dict[int, _ToolCallParts] = {}
         self.finish_reason: Optional[str] = None
 
-    def result(self) -> Choice:
+    def result(self, details: Tuple[Mapping[str, Any], ...] = ()) -> Choice:
         calls = tuple(self.tool_calls[i].result() for i in sorted(self.tool_calls))
         refusal = None if self.refusal is None else "".join(self.refusal)
         return Choice(
@@ -1026,7 +1070,54 @@ class _ChoiceParts:
             refusal,
             calls,
             self.finish_reason,
+            details,
         )
+
+
+_MAX_DETAIL_ENTRIES = 256  # distinct reasoning_details entries kept per choice (and choices)
+_DETAIL_TEXT_KEYS = ("text", "summary", "data")
+
+
+class _ReasoningDetails:
+    """OpenRouter's `reasoning_details` of one choice, merged as they stream: the fragments of
+    one entry (same index and type) are joined in its text fields; other fields (format,
+    signature, id) keep their latest non-null value. Held like the reasoning text itself."""
+
+    __slots__ = ("entries", "texts")
+
+    def __init__(self) -> None:
+        self.entries: Dict[Tuple[Any, Any], Dict[str, Any]] = {}
+        self.texts: Dict[Tuple[Any, Any], Dict[str, _Fragments]] = {}
+
+    def add(self, details: Any) -> None:
+        for detail in details if type(details) is list else ():
+            if type(detail) is not dict:
+                continue
+            key = (_as_int(detail.get("index")), _as_str(detail.get("type")))
+            entry = self.entries.get(key)
+            if entry is None:
+                if len(self.entries) >= _MAX_DETAIL_ENTRIES:
+                    continue
+                entry, self.texts[key] = self.entries.setdefault(key, {}), {}
+            texts = self.texts[key]
+            for name, value in detail.items():
+                if name in _DETAIL_TEXT_KEYS and type(value) is str:
+                    fragments = texts.get(name)
+                    if fragments is None:
+                        fragments, entry[name] = texts.setdefault(name, _Fragments()), ""
+                    fragments.append(value)
+                    if len(fragments) >= _FRAGMENTS_PER_BLOCK:
+                        fragments.compact()
+                elif value is not None or name not in entry:
+                    entry[name] = value
+
+    def result(self) -> Tuple[Mapping[str, Any], ...]:
+        out = []
+        for key, entry in self.entries.items():
+            merged = dict(entry)
+            merged.update((name, fragments.text()) for name, fragments in self.texts[key].items())
+            out.append(merged)
+        return tuple(out)
 
 
 class Accumulator:
@@ -1043,6 +1134,9 @@ class Accumulator:
         self.finished = False  # a finish reason arrived for some choice
         self._shape: Any = None  # the keys of the last chunk, and those of them not standard
         self._unknown: List[str] = []
+        #: keep OpenRouter's reasoning_details for Completion.message (False: constant memory)
+        self.round_trip = True
+        self._details: Dict[int, _ReasoningDetails] = {}
 
     def _choice(self, index: int) -> _ChoiceParts:
         parts = self._choices.get(index)
@@ -1099,10 +1193,28 @@ class Accumulator:
             self._unknown = [key for key in keys if key not in _STANDARD_CHUNK_KEYS]
         for key in self._unknown:
             self.extras[key] = chunk[key]
+        choices = chunk.get("choices")
+        if self.round_trip and type(choices) is list:
+            for position, choice in enumerate(choices):
+                delta = (choice.get("delta") or choice.get("message")) if type(choice) is dict else None
+                if type(delta) is dict and "reasoning_details" in delta:
+                    self._add_details(choice.get("index", position), position, delta["reasoning_details"])
+
+    def _add_details(self, index: Any, position: int, details: Any) -> None:
+        index = index if type(index) is int else position
+        parts = self._details.get(index)
+        if parts is None:
+            if len(self._details) >= _MAX_DETAIL_ENTRIES:
+                return
+            parts = self._details[index] = _ReasoningDetails()
+        parts.add(details)
 
     def result(self, stats: Optional[Stats] = None) -> Completion:
         """The Completion so far (complete once the stream has ended)."""
-        choices = tuple(self._choices[i].result() for i in sorted(self._choices))
+        details = self._details
+        choices = tuple(
+            self._choices[i].result(details[i].result() if i in details else ()) for i in sorted(self._choices)
+        )
         first = choices[0] if choices and choices[0].index == 0 else Choice(0)
         return Completion(
             first.content,
@@ -1119,6 +1231,121 @@ class Accumulator:
             tuple(self.warnings),
             stats,
         )
+
+
+# Messages (no I/O but reading attached files): tool_result() and user() build the messages of a
+# conversation; Completion.message gives the assistant's.
+
+#: The largest file user() attaches; providers cap a request at about 20 MB (OpenAI, Gemini).
+MAX_ATTACHMENT_BYTES = 20 * 2**20
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+_AUDIO_FORMATS = {".wav": "wav", ".mp3": "mp3"}
+
+
+def tool_result(call_or_id: Union[ToolCall, Mapping[str, Any], str], content: Any) -> Dict[str, Any]:
+    """The {"role": "tool"} message answering a tool call (a ToolCall, a tool_calls entry of a
+    message, or its id); content that is not a str is sent as JSON."""
+    if isinstance(call_or_id, ToolCall):
+        call_id: Any = _call_id(call_or_id)
+    elif isinstance(call_or_id, Mapping):
+        call_id = call_or_id.get("id")
+    else:
+        call_id = call_or_id
+    if not isinstance(call_id, str) or not call_id:
+        raise ConfigError("tool_result() needs a ToolCall or a tool call id, got %s" % _clip(repr(call_or_id), 80))
+    if not isinstance(content, str):
+        try:
+            content = json.dumps(content, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ConfigError("tool_result() content is neither a str nor JSON-serialisable: %s" % exc) from None
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def user(text: str, *attachments: Any) -> Dict[str, Any]:
+    """A user message; each attachment becomes a content part after the text: an image (a path,
+    a pathlib.Path or bytes: PNG, JPEG, GIF, WebP) an image_url part with a data: URL, a .wav or
+    .mp3 file an input_audio part, a .pdf a file part, a UTF-8 text file a text part, an
+    http(s):// or data: URL an image_url part as given (never fetched), a dict a part as is."""
+    if not isinstance(text, str):
+        raise ConfigError("user() takes the text first, got %s" % type(text).__name__)
+    if not attachments:
+        return {"role": "user", "content": text}
+    parts: List[Dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    parts.extend(_attachment_part(item) for item in attachments)
+    return {"role": "user", "content": parts}
+
+
+def _attachment_part(item: Any) -> Dict[str, Any]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        _check_attachment_size(len(data), "bytes attachment")
+        return _bytes_part(data, "", "bytes attachment")
+    if isinstance(item, str) and item.lower().startswith(("http://", "https://", "data:")):
+        return {"type": "image_url", "image_url": {"url": item}}
+    if not isinstance(item, (str, os.PathLike)):
+        raise ConfigError("cannot attach a %s: give a path, a URL or bytes" % type(item).__name__)
+    path = os.fspath(item)
+    return _bytes_part(_read_attachment(path), os.path.splitext(str(path))[1].lower(), str(path))
+
+
+def _check_attachment_size(size: int, name: str) -> None:
+    if size > MAX_ATTACHMENT_BYTES:
+        raise ConfigError("%s is %.1f MB; attachments are limited to %d MB"
+                          % (name, size / 2**20, MAX_ATTACHMENT_BYTES // 2**20))
+
+
+def _read_attachment(path: Any) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            _check_attachment_size(os.fstat(file.fileno()).st_size, str(path))
+            data = file.read(MAX_ATTACHMENT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("cannot attach %s: %s" % (path, exc.strerror or exc)) from None
+    _check_attachment_size(len(data), str(path))
+    return data
+
+
+def _sniff_image(data: bytes) -> Optional[str]:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _sniff_audio(data: bytes) -> Optional[str]:
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data.startswith(b"ID3") or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def _bytes_part(data: bytes, suffix: str, name: str) -> Dict[str, Any]:
+    """The content part for a file's bytes: the type from its suffix, else from the bytes."""
+    import base64
+
+    encoded = base64.b64encode(data).decode("ascii")
+    image = _IMAGE_TYPES.get(suffix) or (None if suffix in _AUDIO_FORMATS else _sniff_image(data))
+    if image:
+        return {"type": "image_url", "image_url": {"url": "data:%s;base64,%s" % (image, encoded)}}
+    audio = _AUDIO_FORMATS.get(suffix) or (None if suffix else _sniff_audio(data))
+    if audio:
+        return {"type": "input_audio", "input_audio": {"data": encoded, "format": audio}}
+    if suffix == ".pdf" or data.startswith(b"%PDF-"):
+        filename = os.path.basename(name) if suffix else "attachment.pdf"
+        return {"type": "file", "file": {"filename": filename, "file_data": "data:application/pdf;base64," + encoded}}
+    try:
+        return {"type": "text", "text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        raise ConfigError("cannot attach %s: not an image (PNG, JPEG, GIF, WebP), audio (.wav, .mp3), "
+                          "PDF or UTF-8 text" % name) from None
 
 
 ###############################################################################
