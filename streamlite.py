@@ -3319,7 +3319,8 @@ def complete(messages: Messages, **kwargs: Any) -> Completion:
 #
 # `python streamlite.py ...`, `python -m streamlite ...` and the `streamlite` script. The only
 # place that prints, and the only place that catches broadly: StreamliteError (a line on stderr
-# and a distinct exit code), KeyboardInterrupt (130) and a closed pipe (quiet).
+# and a distinct exit code), KeyboardInterrupt (130), SIGTERM (143) and a closed pipe (141, quiet).
+# Options are declared in one table (_OPTIONS) and their ranges checked from another (_RANGES).
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -3330,68 +3331,141 @@ EXIT_CUT_OFF = 6
 EXIT_PROTOCOL = 7
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
 
 _CLI_EPILOG = """\
 examples:
   streamlite "Tell me a joke"                       # key from OPENAI_API_KEY
   cat notes.txt | streamlite -m gpt-4.1 "Summarise"  # stdin becomes context after the prompt
+  streamlite -a photo.jpg -a https://example.com/cat.png "What is in these pictures?"
+  streamlite -c talk.json "Name three rivers"; streamlite -c talk.json "Which is longest?"
+  streamlite chat -c talk.json                       # an interactive session (/help inside)
   streamlite --base-url http://127.0.0.1:8080/v1 --jsonl "Hi" | jq -c .
   streamlite -X reasoning_effort='"high"' -X top_p=0.9 --stats "Why is the sky blue?"
+  streamlite -- chat                                 # the word "chat" as a prompt
 
 environment:
-  OPENAI_API_KEY     the API key (or the variable named by --api-key-env)
+  OPENAI_API_KEY     the API key (or the variable named by --api-key-env); AZURE_OPENAI_API_KEY
+                     for an Azure host when OPENAI_API_KEY is unset
   OPENAI_BASE_URL    the API root (default https://api.openai.com/v1)
   STREAMLITE_MODEL   the default model
   NO_COLOR           no colour on stderr
   HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE   as for curl
 
 exit codes:
-  0 success   2 usage error   3 API error (HTTP status or an error in the stream)
+  0 success   2 usage error (also: input that is not UTF-8, an unreadable -c or -a file)
+  3 API error (HTTP status or an error in the stream)
   4 connection failure   5 timeout   6 stream cut off mid-way   7 protocol error
-  130 interrupted (Ctrl-C)   141 output pipe closed
+  130 interrupted (Ctrl-C)   141 output pipe closed   143 terminated (SIGTERM)
 """
 
+_MAX_TOKENS_HELP = (
+    "the longest reply, in tokens, sent as max_tokens (default: the server's limit); reasoning "
+    "models (OpenAI o-series, gpt-5) count their reasoning too and take "
+    "-X max_completion_tokens=N instead")
 
-def _parse_args(argv: Optional[Sequence[str]]) -> Any:
+# (flags, argparse keywords): every option has its default and a sentence of help
+_OPTIONS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
+    (("-m", "--model"), dict(help="the model (default: $STREAMLITE_MODEL, else none: the server's default)")),
+    (("-s", "--system"), dict(help="a system message (default: none; with -c only when the file starts)")),
+    (("-c", "--conversation"), dict(metavar="FILE", help=(
+        "read the conversation (a JSON array of messages) from FILE if it exists, then write it back "
+        "with this turn added, atomically (default: no file)"))),
+    (("-a", "--attach"), dict(action="append", default=[], metavar="FILE|URL", help=(
+        "attach an image, .wav/.mp3 audio, PDF or text file, or an image URL (not fetched) to "
+        "the prompt; repeatable (default: none)"))),
+    (("--no-stdin",), dict(action="store_true", help="never read stdin, even when it is a pipe (default: off)")),
+    (("--base-url",), dict(help="the API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")),
+    (("--api",), dict(choices=("chat", "responses", "completions"), help=(
+        "the wire API: chat (/chat/completions), responses (/responses) or completions "
+        "(legacy /completions) (default: chat)"))),
+    (("--api-key-env",), dict(default="OPENAI_API_KEY", metavar="NAME",
+                              help="read the key from this environment variable (default: OPENAI_API_KEY)")),
+    (("-H", "--header"), dict(dest="header", action="append", default=[], metavar="'NAME: VALUE'",
+                              help="an extra request header; repeatable (default: none)")),
+    (("-t", "--temperature"), dict(type=float, help="the sampling temperature (default: the server's)")),
+    (("--max-tokens",), dict(type=int, metavar="N", help=_MAX_TOKENS_HELP)),
+    (("-X",), dict(dest="extra", action="append", default=[], metavar="KEY=JSON", help=(
+        "any other body field, e.g. -X top_p=0.9 -X 'stop=[\"\\n\"]'; a value that is not JSON "
+        "is a string; repeatable (default: none)"))),
+    (("--no-usage",), dict(action="store_true", help="do not ask for the usage chunk (default: ask)")),
+    (("--reasoning",), dict(choices=("show", "hide", "only"), default="show", help=(
+        "show: reasoning on stderr; hide: not at all (no reasoning lines with --jsonl either); "
+        "only: reasoning on stdout, no content (default: show)"))),
+    (("--jsonl",), dict(action="store_true", help=(
+        "one JSON object per delta on stdout, then the completion, or an error object (default: off)"))),
+    (("--stats",), dict(action="store_true", help="timings on stderr at the end, also after an error (default: off)")),
+    (("--raw",), dict(action="store_true", help="print the response body exactly as received (default: off)")),
+    (("--color",), dict(choices=("auto", "always", "never"), default="auto",
+                        help="dim the reasoning on stderr (default: auto: on a terminal without NO_COLOR)")),
+    (("-v", "--verbose"), dict(action="store_true", help=(
+        "say on stderr what each retry follows and how long it waits (default: on when stderr "
+        "is a terminal)"))),
+    (("--connect-timeout",), dict(type=float, default=10.0, metavar="S",
+                                  help="seconds to connect, TLS included (default: 10)")),
+    (("--read-timeout",), dict(type=float, default=120.0, metavar="S",
+                               help="the longest silence from the server, in seconds (default: 120)")),
+    (("--total-timeout",), dict(type=float, metavar="S", help="a deadline for the whole call, in seconds (default: none)")),
+    (("--max-retries",), dict(type=int, default=2, metavar="N", help=(
+        "retries of connection failures, 408, 409, 429 and 5xx before the reply starts (default: 2)"))),
+    (("--ca-file",), dict(help="a CA bundle to verify TLS with (default: $SSL_CERT_FILE, else the system's)")),
+    (("--insecure",), dict(action="store_true", help="do not verify TLS certificates (default: verify)")),
+    (("--proxy",), dict(help="an http:// proxy; \"\" for none (default: $HTTPS_PROXY / $HTTP_PROXY)")),
+)
+
+# (attribute, flag, what it must be, test): checked after parsing; None means "not given"
+_RANGES: Tuple[Tuple[str, str, str, Callable[[Any], bool]], ...] = (
+    ("connect_timeout", "--connect-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("read_timeout", "--read-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("total_timeout", "--total-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("max_retries", "--max-retries", "a whole number from 0 to 100", lambda v: 0 <= v <= 100),
+    ("max_tokens", "--max-tokens", "a whole number of 1 or more", lambda v: v >= 1),
+    ("temperature", "--temperature", "a finite number", lambda v: v == v and abs(v) != float("inf")),
+)
+
+
+def _parser() -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="streamlite",
-        description="Stream a chat completion from any OpenAI-compatible API.",
+        usage="streamlite [options] [prompt ...]\n       streamlite chat [options]",
+        description="Stream a chat completion from any OpenAI-compatible API. "
+        "`streamlite chat` starts an interactive session.",
         epilog=_CLI_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
-    add("prompt", nargs="*", help='the prompt; "-" reads stdin (piped stdin is added after the prompt)')
-    add("-m", "--model", default=os.environ.get("STREAMLITE_MODEL"), help="model (default: $STREAMLITE_MODEL)")
-    add("-s", "--system", help="a system message")
-    add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
-    add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
-    add("-t", "--temperature", type=float)
-    add("--max-tokens", type=int)
-    add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON",
-        help="any other body field, e.g. -X top_p=0.9 -X 'stop=[\"\\n\"]' (not JSON: a string)")
-    add("--no-usage", action="store_true", help="do not ask for the usage chunk")
-    add("--reasoning", choices=("show", "hide", "only"), default="show",
-        help="show: reasoning on stderr (default); hide; only: reasoning on stdout, no content")
-    add("--jsonl", action="store_true", help="one JSON object per delta on stdout, then the completion")
-    add("--stats", action="store_true", help="timings on stderr at the end")
-    add("--raw", action="store_true", help="print the response body exactly as received")
-    add("--color", choices=("auto", "always", "never"), default="auto", help="dim reasoning on stderr")
-    add("--connect-timeout", type=float, default=10.0, metavar="S")
-    add("--read-timeout", type=float, default=120.0, metavar="S", help="longest silence (default 120)")
-    add("--total-timeout", type=float, metavar="S", help="deadline for the whole call")
-    add("--max-retries", type=int, default=2)
-    add("--ca-file", help="CA bundle for TLS (also $SSL_CERT_FILE)")
-    add("--insecure", action="store_true", help="do not verify TLS certificates")
-    add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
-    add("--version", action="version", version="streamlite " + __version__)
-    args = parser.parse_args(argv)
+    parser.add_argument("prompt", nargs="*", help=(
+        'the prompt; "-" reads stdin; piped stdin is added after the prompt (default: stdin)'))
+    for flags, keywords in _OPTIONS:
+        parser.add_argument(*flags, **keywords)
+    parser.add_argument("--version", action="version", version="streamlite " + __version__,
+                        help="print the version and exit")
+    return parser
+
+
+def _parse_args(argv: Sequence[str]) -> Any:
+    parser = _parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.model is None:
+        args.model = os.environ.get("STREAMLITE_MODEL") or None
+    # `streamlite chat [options]` is the session; `streamlite -- chat` the prompt "chat"
+    args.chat = args.prompt == ["chat"] and "--" not in argv
+    if args.raw and args.jsonl:
+        parser.error("--raw and --jsonl cannot be combined: --raw prints the body as it came")
     try:
         args.body = _extra_fields(args.extra)
+        args.headers = _header_fields(args.header)
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+def _check_ranges(args: Any) -> None:
+    for name, flag, requirement, test in _RANGES:
+        value = getattr(args, name)
+        if value is not None and not test(value):
+            raise ConfigError("%s must be %s, got %s" % (flag, requirement, "%g" % value if isinstance(value, float) else value))
 
 
 def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
@@ -3407,6 +3481,40 @@ def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
     return body
 
 
+def _header_fields(lines: Sequence[str]) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or _has_control(value):
+            raise ValueError("-H takes 'Name: value' (a token, a colon, no line breaks), got %r" % _clip(line, 60))
+        headers[name] = value
+    return headers
+
+
+def _check_argv(argv: Sequence[str]) -> None:
+    """Arguments the OS handed over in another encoding arrive as lone surrogates: say which."""
+    for number, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("argument %d is not valid UTF-8 (%s); pass text in UTF-8"
+                              % (number, arg.encode("utf-8", "backslashreplace").decode("ascii")[:60])) from None
+
+
+def _read_stdin() -> str:
+    """All of stdin as text; not UTF-8 is a ConfigError that says where."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (tests, embedding)
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("stdin is not valid UTF-8 (byte 0x%02x at offset %d); convert it first, "
+                          "e.g. with iconv -f latin1 -t utf-8" % (data[exc.start], exc.start)) from None
+
+
 def _stdin_text() -> Optional[str]:
     """Piped or redirected stdin, or None for a terminal, /dev/null or no stdin at all."""
     import stat
@@ -3417,14 +3525,15 @@ def _stdin_text() -> Optional[str]:
         return None
     if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
         return None
-    return sys.stdin.read()
+    return _read_stdin()
 
 
-def _prompt(words: Sequence[str]) -> Optional[str]:
+def _prompt(words: Sequence[str], use_stdin: bool = True) -> Optional[str]:
+    piped: Optional[str] = None
     if "-" in words:
         words = [word for word in words if word != "-"]
-        piped: Optional[str] = sys.stdin.read()
-    else:
+        piped = _read_stdin() if use_stdin else None
+    elif use_stdin:
         piped = _stdin_text()
     prompt = " ".join(words)
     if piped and prompt:
@@ -3445,22 +3554,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_DELTA_NAMES = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal",
+                ToolCallDelta: "tool_call", Finish: "finish"}
+
+
 def _delta_json(delta: Delta) -> Dict[str, Any]:
     kind = type(delta)
     if kind is Usage:
         return dict(type="usage", **{k: v for k, v in _plain(delta).items() if k != "choice"})
-    names = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal", ToolCallDelta: "tool_call", Finish: "finish"}
-    out: Dict[str, Any] = {"type": names.get(kind, kind.__name__.lower())}
+    out: Dict[str, Any] = {"type": _DELTA_NAMES.get(kind, kind.__name__.lower())}
     out.update((k, v) for k, v in _plain(delta).items() if k != "raw")
     return out
 
 
-def _completion_json(completion: Completion) -> Dict[str, Any]:
+def _completion_json(completion: Completion, reasoning: bool = True) -> Dict[str, Any]:
     out: Dict[str, Any] = _plain(completion)
     out["type"] = "completion"
     if completion.stats is not None:
-        out["stats"]["tokens_per_second"] = completion.stats.tokens_per_second
+        out["stats"]["tokens_per_second"] = _rate(completion.stats)
+    if not reasoning:  # --reasoning hide: none of it on stdout
+        for holder in [out] + list(out.get("choices") or ()):
+            holder.pop("reasoning", None)
+            holder.pop("reasoning_details", None)
     return out
+
+
+def _error_json(error: StreamliteError) -> Dict[str, Any]:
+    """The --jsonl error object: every field a script may branch on (the key never in any)."""
+    return {
+        "type": "error",
+        "error": type(error).__name__,
+        "message": str(error),
+        "status": getattr(error, "status", None),
+        "code": getattr(error, "code", None),
+        "error_type": getattr(error, "type", None),
+        "request_id": getattr(error, "request_id", None),
+        "retry_after": getattr(error, "retry_after", None),
+        "which": getattr(error, "which", None),
+    }
+
+
+def _rate(stats: Stats) -> Optional[float]:
+    """Tokens per second, only for a streamed reply: one event (stream=false) has no rate."""
+    return stats.tokens_per_second if stats.events > 1 else None
 
 
 def _format_stats(stats: Stats) -> str:
@@ -3470,7 +3606,7 @@ def _format_stats(stats: Stats) -> str:
     def millis(value: Optional[float]) -> str:
         return "-" if value is None else "%.1f ms" % (value * 1000)
 
-    rate = stats.tokens_per_second
+    rate = _rate(stats)
     return "streamlite: stats: first byte %s, first reasoning %s, first content %s, total %s, %s, %d events, gaps p50 %s p95 %s max %s, %d bytes, %d retries" % (
         seconds(stats.time_to_first_byte), seconds(stats.time_to_first_reasoning),
         seconds(stats.time_to_first_content), seconds(stats.duration),
@@ -3479,8 +3615,15 @@ def _format_stats(stats: Stats) -> str:
     )
 
 
+_CUT_SHORT = {
+    "length": "the reply was cut short by the token limit (finish_reason length); raise --max-tokens",
+    "content_filter": "the reply was cut short by the provider's content filter (finish_reason content_filter)",
+}
+
+
 class _Printer:
-    """Writes deltas as the CLI shows them; remembers whether stdout needs a final newline."""
+    """Writes deltas as the CLI shows them; remembers whether stdout needs a final newline.
+    Plain output shows choice 0 only (-X n=2 would interleave them); --jsonl shows every choice."""
 
     def __init__(self, args: Any) -> None:
         self.args = args
@@ -3505,12 +3648,20 @@ class _Printer:
         else:
             self.out_tail = text[-1]
 
+    def note(self, text: str) -> None:
+        """One line on stderr, on a line of its own."""
+        self.end_line()
+        self.write("streamlite: %s\n" % text, to_err=True)
+
     def delta(self, delta: Delta) -> None:
-        if self.args.jsonl:
-            self.write(_json_text(_delta_json(delta), ensure_ascii=False) + "\n")
-            return
         kind = type(delta)
         mode = self.args.reasoning
+        if self.args.jsonl:
+            if not (kind is ReasoningDelta and mode == "hide"):
+                self.write(_json_text(_delta_json(delta), ensure_ascii=False) + "\n")
+            return
+        if delta.choice != 0:  # type: ignore[attr-defined]
+            return
         if kind is ReasoningDelta and mode != "hide":
             if mode == "only":
                 self.write(delta.text)  # type: ignore[attr-defined]
@@ -3523,12 +3674,22 @@ class _Printer:
 
     def finish(self, completion: Completion) -> None:
         if self.args.jsonl:
-            self.write(_json_text(_completion_json(completion), ensure_ascii=False) + "\n")
-        elif self.args.reasoning != "only":
+            line = _completion_json(completion, self.args.reasoning != "hide")
+            self.write(_json_text(line, ensure_ascii=False) + "\n")
+            return
+        if self.args.reasoning != "only":
             for call in completion.tool_calls:
                 self.end_line()
                 self.write("[tool call %s] %s %s\n" % (call.id or call.index, call.name, call.arguments))
         self.end_line()
+        if completion.finish_reason in _CUT_SHORT:
+            self.note(_CUT_SHORT[completion.finish_reason])  # type: ignore[index]
+        if len(completion.choices) > 1:
+            self.note("the server sent %d choices; this shows choice 0 (--jsonl shows all)" % len(completion.choices))
+
+    def stats(self, stats: Stats) -> None:
+        self.end_line()
+        self.write(_format_stats(stats) + "\n", to_err=True)
 
     def end_line(self) -> None:
         if self.out_tail != "\n":
@@ -3539,6 +3700,10 @@ class _Printer:
 
 class _OutputClosed(Exception):
     """The reader of stdout went away (`| head -1`) while the stream was writing to it."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C (the connection closes, stdout ends its line), exit 143."""
 
 
 def _exit_code(error: StreamliteError) -> int:
@@ -3553,23 +3718,236 @@ def _exit_code(error: StreamliteError) -> int:
     return EXIT_USAGE  # ConfigError
 
 
+def _report_error(printer: _Printer, error: StreamliteError) -> int:
+    printer.end_line()
+    if printer.args.jsonl:
+        printer.write(_json_text(_error_json(error), ensure_ascii=False) + "\n")
+    printer.write("streamlite: error: %s\n" % (" ".join(str(error).split()) or type(error).__name__), to_err=True)
+    return _exit_code(error)
+
+
+class _Retries:
+    """Counts retries and, when visible (--verbose, or stderr on a terminal), reports each."""
+
+    def __init__(self, printer: _Printer, visible: bool) -> None:
+        self.printer = printer
+        self.visible = visible
+        self.count = 0
+
+    def __call__(self, attempt: int, error: BaseException, delay: float) -> None:
+        self.count += 1
+        if self.visible:
+            _report_retry(attempt, error, delay, self.printer)
+
+
+def _report_retry(attempt: int, error: BaseException, delay: float, printer: Optional[_Printer] = None) -> None:
+    """One line on stderr per retry: which attempt failed, why, and how long until the next.
+    The client calls it as on_retry(attempt, error, delay) (attempt counts from 1)."""
+    status = getattr(error, "status", None)
+    reason = " ".join(str(error).split()) or type(error).__name__
+    text = "attempt %d failed (%s%s); retrying in %.1f s" % (
+        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay)
+    if printer is not None:
+        printer.note(text)
+    else:
+        sys.stderr.write("streamlite: %s\n" % text)
+        sys.stderr.flush()
+
+
+# The conversation file (-c) ----------------------------------------------------------------
+
+
+def _load_conversation(path: str) -> List[Dict[str, Any]]:
+    """The messages in FILE ([] when it does not exist or is empty); anything else is a ConfigError."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError("cannot read conversation %s: %s" % (path, exc.strerror or exc)) from None
+    if not data.strip():
+        return []
+    try:
+        messages = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError("conversation %s is not valid JSON: %s" % (path, _clip(str(exc), 120))) from None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ConfigError("conversation %s must be a JSON array of messages with a role each" % path)
+    return messages
+
+
+def _save_conversation(path: str, messages: Sequence[Mapping[str, Any]]) -> None:
+    """Write the messages to a temporary file in FILE's folder, then rename it over FILE: an
+    interruption at any moment leaves the old file whole, or the new one."""
+    import tempfile
+
+    text = json.dumps(list(messages), indent=2, ensure_ascii=False) + "\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError("cannot write conversation %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write(text)  # backslashreplace: a lone surrogate becomes a valid JSON escape
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, _file_mode(path))
+        os.replace(temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ConfigError("cannot write conversation %s: %s" % (path, exc.strerror or exc)) from None
+        raise
+
+
+def _file_mode(path: str) -> int:
+    """The mode FILE has, or the one a new file gets (mkstemp's 0600 would surprise)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+# One turn ----------------------------------------------------------------------------------
+
+
+def _client(args: Any, retries: _Retries) -> Client:
+    options: Dict[str, Any] = dict(
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout, max_retries=args.max_retries, ca_file=args.ca_file,
+        verify=not args.insecure, proxy=args.proxy, include_usage=not args.no_usage,
+    )
+    if args.headers:  # Client headers: credentials given this way are scrubbed from errors too
+        options["headers"] = args.headers
+    if _client_takes("on_retry"):
+        options["on_retry"] = retries
+    client = Client(args.base_url, _api_key(args), **options)
+    _warn_without_key(args, client, retries.printer)
+    return client
+
+
+def _client_takes(name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(Client.__init__).parameters
+
+
+def _api_key(args: Any) -> Optional[str]:
+    """The key from --api-key-env's variable; None lets Client() read OPENAI_API_KEY (or, for an
+    Azure host, AZURE_OPENAI_API_KEY), exactly as it does in Python."""
+    if args.api_key_env == "OPENAI_API_KEY":
+        return None
+    key = os.environ.get(args.api_key_env, "")
+    if not key.strip():  # named on purpose but unset: never fall back to another variable's key
+        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
+    return key
+
+
+def _warn_without_key(args: Any, client: Client, printer: _Printer) -> None:
+    if args.api_key_env != "OPENAI_API_KEY" or os.environ.get("OPENAI_API_KEY", "").strip():
+        return
+    if client.azure and os.environ.get("AZURE_OPENAI_API_KEY", "").strip():
+        return
+    if {name.lower() for name in args.headers} & {"authorization", "api-key", "x-api-key"}:
+        return
+    printer.note("warning: no API key: OPENAI_API_KEY is not set (fine for a local server)")
+
+
+def _call_options(args: Any) -> Dict[str, Any]:
+    """model, the body fields of the flags, and api= only when given."""
+    options = dict(args.body)
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    options["model"] = args.model
+    if args.api is not None:
+        options["api"] = args.api
+    return options
+
+
+def _raw_tap() -> Callable[[bytes], None]:
+    raw_out = sys.stdout.buffer
+
+    def tap(piece: bytes) -> None:
+        try:
+            raw_out.write(piece)
+            raw_out.flush()
+        except BrokenPipeError:
+            raise _OutputClosed() from None  # not an OSError: the stream must not see it
+
+    return tap
+
+
+def _open_stream(client: Client, messages: Messages, args: Any) -> Stream:
+    options = _call_options(args)
+    if not args.raw:
+        return client.stream(messages, **options)
+    # --raw needs the body's bytes: Client._stream's `tap`, the one private hook the CLI uses
+    model = options.pop("model")
+    return client._stream(messages, model, None, True, options, _raw_tap())
+
+
+def _one_turn(client: Client, args: Any, printer: _Printer, messages: Messages, retries: _Retries) -> Completion:
+    """Stream one reply to the printer and return it; --stats prints even after an error,
+    also one that came before the body (the call's own clock, the retries counted)."""
+    started = time.monotonic()
+    stream: Optional[Stream] = None
+    try:
+        stream = _open_stream(client, messages, args)
+        with stream:
+            for delta in stream:
+                if not args.raw:
+                    printer.delta(delta)
+    finally:
+        if args.stats:
+            stats = stream.stats if stream is not None else Stats(duration=time.monotonic() - started, retries=retries.count)
+            printer.stats(stats)
+    completion = stream.completion
+    if not args.raw:
+        printer.finish(completion)
+    return completion
+
+
+def _first_messages(args: Any, history: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The conversation before the first prompt: -s only when it starts (a loop may pass it
+    every time; the file's own system message stands)."""
+    if history:
+        return history
+    return [{"role": "system", "content": args.system}] if args.system is not None else []
+
+
+def _run_cli(args: Any, printer: _Printer, retries: _Retries) -> int:
+    prompt = _prompt(args.prompt, not args.no_stdin)
+    if prompt is None:
+        raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
+    history = _load_conversation(args.conversation) if args.conversation else []
+    message = user(prompt, *args.attach)
+    client = _client(args, retries)
+    messages = _first_messages(args, history) + [message]
+    completion = _one_turn(client, args, printer, messages, retries)
+    if args.conversation:
+        _save_conversation(args.conversation, messages + [completion.message])
+    return EXIT_OK
+
+
+# main --------------------------------------------------------------------------------------
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parse_args(argv)
-    printer = _Printer(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run_cli(args, printer)
-    except StreamliteError as exc:
-        printer.end_line()
-        if args.jsonl:
-            printer.write(json.dumps({"type": "error", "error": type(exc).__name__, "message": str(exc),
-                                      "status": getattr(exc, "status", None)}) + "\n")
-        printer.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__), to_err=True)
-        return _exit_code(exc)
-    except KeyboardInterrupt:
-        printer.end_line()
-        return EXIT_INTERRUPTED
-    except (BrokenPipeError, _OutputClosed):
+        with _sigterm_interrupts():
+            return _main(argv)
+    except (BrokenPipeError, _OutputClosed):  # also while reporting a later error
         try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
@@ -3577,55 +3955,168 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
-def _run_cli(args: Any, printer: _Printer) -> int:
-    prompt = _prompt(args.prompt)
-    if prompt is None:
-        raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
-    api_key = os.environ.get(args.api_key_env, "")
-    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
-        # named on purpose but unset: never fall back to another variable's key
-        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
-    client = Client(
-        args.base_url,
-        api_key,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout,
-        max_retries=args.max_retries,
-        ca_file=args.ca_file,
-        verify=not args.insecure,
-        proxy=args.proxy,
-        include_usage=not args.no_usage,
-    )
-    body = dict(args.body)
-    if args.temperature is not None:
-        body["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
-    tap = None
-    if args.raw:
-        raw_out = sys.stdout.buffer
+def _main(argv: List[str]) -> int:
+    try:
+        _check_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write("streamlite: error: %s\n" % exc)
+        return EXIT_USAGE
+    args = _parse_args(argv)
+    printer = _Printer(args)
+    retries = _Retries(printer, args.verbose or printer.err.isatty())
+    try:
+        _check_ranges(args)
+        return _chat(args, printer, retries) if args.chat else _run_cli(args, printer, retries)
+    except StreamliteError as exc:
+        return _report_error(printer, exc)
+    except _Terminated:
+        printer.end_line()
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        printer.end_line()
+        return EXIT_INTERRUPTED
 
-        def tap(piece: bytes) -> None:
-            try:
-                raw_out.write(piece)
-                raw_out.flush()
-            except BrokenPipeError:
-                raise _OutputClosed() from None  # not an OSError: the stream must not see it
 
-    stream = client._stream(prompt, args.model, args.system, True, body, tap)
-    with stream:
+class _sigterm_interrupts:
+    """SIGTERM raises _Terminated in the main thread while the CLI runs (then the old handler)."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+
+# streamlite chat ---------------------------------------------------------------------------
+
+_CHAT_HELP = """\
+Each line is a turn; the reply streams as it arrives. Ctrl-C stops a reply, Ctrl-D leaves.
+  a line ending in \\   continues on the next line
+  \"\"\"               on a line of its own starts a block; another \"\"\" ends it
+  /system TEXT        set the system message      /clear   forget the conversation
+  /save FILE          write the conversation      /exit    leave (also /quit, Ctrl-D)
+"""
+
+
+class _Session:
+    """The conversation of `streamlite chat`, saved to -c FILE after every turn."""
+
+    def __init__(self, args: Any) -> None:
+        self.path = args.conversation
+        history = _load_conversation(self.path) if self.path else []
+        self.messages = _first_messages(args, history)
+        self.attachments = list(args.attach)  # go with the first turn
+
+    def command(self, line: str, printer: _Printer) -> bool:
+        """Run a /command; False means leave."""
+        name, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/clear":
+            self.messages = [m for m in self.messages[:1] if m.get("role") == "system"]
+            self._save()
+        elif name == "/system" and rest:
+            system = {"role": "system", "content": rest}
+            has = bool(self.messages) and self.messages[0].get("role") == "system"
+            self.messages[:1 if has else 0] = [system]
+            self._save()
+        elif name == "/save" and rest:
+            _save_conversation(os.path.expanduser(rest), self.messages)
+            printer.note("saved %d messages to %s" % (len(self.messages), rest))
+        else:
+            printer.write(_CHAT_HELP, to_err=True)
+        return True
+
+    def add_turn(self, message: Dict[str, Any], reply: Dict[str, Any]) -> None:
+        self.messages += [message, reply]
+        self.attachments = []
+        self._save()
+
+    def _save(self) -> None:
+        if self.path:
+            _save_conversation(self.path, self.messages)
+
+
+def _read_turn(interactive: bool) -> Optional[str]:
+    """One turn's text: a line, lines joined by a trailing backslash, or a triple-quoted
+    block; None at the end of input (Ctrl-D)."""
+    lines: List[str] = []
+    block = False
+    while True:
         try:
-            for delta in stream:
-                if not args.raw:
-                    printer.delta(delta)
-        finally:
-            if args.stats:
-                printer.end_line()
-                printer.write(_format_stats(stream.stats) + "\n", to_err=True)
-    if not args.raw:
-        printer.finish(stream.completion)
-    return EXIT_OK
+            line = input(("... " if lines else "> ") if interactive else "")
+        except EOFError:
+            return "\n".join(lines) if lines else None
+        if line.strip() == '"""':
+            if block:
+                return "\n".join(lines)
+            block = True
+        elif block:
+            lines.append(line)
+        elif line.endswith("\\"):
+            lines.append(line[:-1])
+        else:
+            lines.append(line)
+            return "\n".join(lines)
+
+
+def _chat(args: Any, printer: _Printer, retries: _Retries) -> int:
+    try:
+        import readline  # noqa: F401  (history and line editing for input(), where it exists)
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    session = _Session(args)
+    client = _client(args, retries)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        printer.write("streamlite chat: /help for help, Ctrl-D to leave\n", to_err=True)
+    while True:
+        try:
+            text = _read_turn(interactive)
+        except _Terminated:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+            printer.write("\n", to_err=True)
+            continue
+        if text is None:
+            printer.end_line()
+            return EXIT_OK
+        if text.startswith("/") and not session.command(text.strip(), printer):
+            return EXIT_OK
+        if text.strip() and not text.startswith("/"):
+            _chat_turn(client, args, printer, session, text, retries)
+
+
+def _chat_turn(client: Client, args: Any, printer: _Printer, session: _Session, text: str, retries: _Retries) -> None:
+    """One turn: kept when the reply completes; Ctrl-C or an error drops it (the session goes on)."""
+    message = user(text, *session.attachments)
+    try:
+        completion = _one_turn(client, args, printer, session.messages + [message], retries)
+    except _Terminated:
+        raise
+    except KeyboardInterrupt:
+        printer.note("stopped; this turn is not kept")
+        return
+    except StreamliteError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        _report_error(printer, exc)
+        printer.note("this turn is not kept; the session goes on")
+        return
+    session.add_turn(message, completion.message)
 
 
 def _console_main() -> None:  # pragma: no cover - the installed `streamlite` script
