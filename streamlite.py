@@ -777,7 +777,7 @@ def error_fields(payload: Any) -> Optional[Tuple[str, Any, Optional[str]]]:
             code,
             _as_str(inner.get("type") or inner.get("status")),
         )
-    if payload.get("object") == "error" or ("message" in payload and "choices" not in payload):
+    if payload.get("object") == "error" or (("message" in payload or "detail" in payload) and "choices" not in payload):
         message = payload.get("message") or payload.get("detail")
         if message:
             return str(message), payload.get("code"), _as_str(payload.get("type"))
