@@ -3379,6 +3379,9 @@ _OPTIONS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
     (("--api",), dict(choices=("chat", "responses", "completions"), help=(
         "the wire API: chat (/chat/completions), responses (/responses) or completions "
         "(legacy /completions) (default: chat)"))),
+    (("--azure",), dict(action="store_true", default=None, help=(
+        "Azure OpenAI: api-key header, deployment URLs, AZURE_OPENAI_API_KEY (default: when the "
+        "host is *.openai.azure.com or another Azure OpenAI host)"))),
     (("--api-key-env",), dict(default="OPENAI_API_KEY", metavar="NAME",
                               help="read the key from this environment variable (default: OPENAI_API_KEY)")),
     (("-H", "--header"), dict(dest="header", action="append", default=[], metavar="'NAME: VALUE'",
@@ -3824,6 +3827,8 @@ def _client(args: Any, retries: _Retries) -> Client:
         total_timeout=args.total_timeout, max_retries=args.max_retries, ca_file=args.ca_file,
         verify=not args.insecure, proxy=args.proxy, include_usage=not args.no_usage,
     )
+    if args.azure:
+        options["azure"] = True
     if args.headers:  # Client headers: credentials given this way are scrubbed from errors too
         options["headers"] = args.headers
     if _client_takes("on_retry"):
@@ -3857,7 +3862,8 @@ def _warn_without_key(args: Any, client: Client, printer: _Printer) -> None:
         return
     if {name.lower() for name in args.headers} & {"authorization", "api-key", "x-api-key"}:
         return
-    printer.note("warning: no API key: OPENAI_API_KEY is not set (fine for a local server)")
+    hint = " (AZURE_OPENAI_API_KEY is read for an Azure host or with --azure)" if os.environ.get("AZURE_OPENAI_API_KEY") else ""
+    printer.note("warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint)
 
 
 def _call_options(args: Any) -> Dict[str, Any]:

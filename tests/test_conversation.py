@@ -266,6 +266,7 @@ def test_conversation_file_survives_a_killed_process(tmp_path, how):
         try:
             assert proc.stdout.read(len("streaming...")) == b"streaming..."  # mid-stream now
             proc.send_signal(how)
+            rest = proc.stdout.read()
             proc.wait(TIMEOUT)
         finally:
             if proc.poll() is None:
@@ -275,6 +276,7 @@ def test_conversation_file_survives_a_killed_process(tmp_path, how):
             proc.stderr.close()
     expected = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: streamlite.EXIT_INTERRUPTED, signal.SIGTERM: streamlite.EXIT_TERMINATED}
     assert proc.returncode == expected[how]
+    assert rest == (b"" if how == signal.SIGKILL else b"\n")  # stopped cleanly: the line ended
     assert path.read_text("utf-8") == old and os.listdir(str(tmp_path)) == ["talk.json"]
 
 
