@@ -4063,7 +4063,7 @@ def _read_turn(interactive: bool) -> Optional[str]:
     block = False
     while True:
         try:
-            line = input(("... " if lines else "> ") if interactive else "")
+            line = input(("... " if lines or block else "> ") if interactive else "")
         except EOFError:
             return "\n".join(lines) if lines else None
         if line.strip() == '"""':
