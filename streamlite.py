@@ -3644,12 +3644,12 @@ class _Printer:
         if not text:
             return
         stream = self.err if to_err else self.out
-        stream.write(text)
-        stream.flush()
-        if to_err:
+        if to_err:  # noted first: Ctrl-C or SIGTERM may land inside flush(), after the bytes left
             self.err_tail = text[-1]
         else:
             self.out_tail = text[-1]
+        stream.write(text)
+        stream.flush()
 
     def note(self, text: str) -> None:
         """One line on stderr, on a line of its own."""
