@@ -1194,11 +1194,13 @@ class Accumulator:
         for key in self._unknown:
             self.extras[key] = chunk[key]
         choices = chunk.get("choices")
-        if self.round_trip and type(choices) is list:
-            for position, choice in enumerate(choices):
-                delta = (choice.get("delta") or choice.get("message")) if type(choice) is dict else None
-                if type(delta) is dict and "reasoning_details" in delta:
-                    self._add_details(choice.get("index", position), position, delta["reasoning_details"])
+        if choices and self.round_trip and type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    delta = choice.get("delta") or choice.get("message")
+                    if type(delta) is dict and "reasoning_details" in delta:
+                        position = choices.index(choice)
+                        self._add_details(choice.get("index", position), position, delta["reasoning_details"])
 
     def _add_details(self, index: Any, position: int, details: Any) -> None:
         index = index if type(index) is int else position
