@@ -87,6 +87,8 @@ __all__ = [
     "main",
     "parse_chunk",
     "stream",
+    "tool_result",
+    "user",
 ]
 
 #: Default bound on one SSE line or event, and on an error body we keep (bytes).
@@ -471,6 +473,41 @@ class Choice:
     refusal: Optional[str] = None
     tool_calls: Tuple[ToolCall, ...] = ()
     finish_reason: Optional[str] = None
+    #: OpenRouter's structured reasoning, merged per entry: sent back with the message.
+    reasoning_details: Tuple[Mapping[str, Any], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        """The assistant message to append to the conversation for the next request."""
+        return _assistant_message(self.content, self.refusal, self.tool_calls, self.reasoning_details)
+
+
+def _assistant_message(
+    content: str, refusal: Optional[str], calls: Sequence[ToolCall], details: Sequence[Mapping[str, Any]]
+) -> Dict[str, Any]:
+    """{"role": "assistant", ...} as OpenAI takes it back: content None (not "") beside tool
+    calls, each call with its id and the provider's own fields (Gemini's extra_content thought
+    signature), OpenRouter's reasoning_details; never reasoning_content (DeepSeek refuses it)."""
+    message: Dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
+    if refusal is not None:
+        message["refusal"] = refusal
+    if calls:
+        message["tool_calls"] = [_call_message(call) for call in calls]
+    if details:
+        message["reasoning_details"] = [dict(detail) for detail in details]
+    return message
+
+
+def _call_message(call: ToolCall) -> Dict[str, Any]:
+    out: Dict[str, Any] = {k: v for k, v in call.extra.items() if k not in ("id", "type", "function")}
+    out.update(id=_call_id(call), type=call.type or "function")
+    out["function"] = {"name": call.name or "", "arguments": call.arguments or "{}"}
+    return out
+
+
+def _call_id(call: ToolCall) -> str:
+    """The call's id; a server that sent none gets "call_<index>", the same in tool_result()."""
+    return call.id if call.id else "call_%d" % call.index
 
 
 @dataclass(frozen=True)
@@ -522,6 +559,13 @@ class Completion:
     #: Things the client did on the caller's behalf that change the result (a dropped option).
     warnings: Tuple[str, ...] = ()
     stats: Optional[Stats] = field(default=None, compare=False, repr=False)
+
+    @property
+    def message(self) -> Dict[str, Any]:
+        """The assistant message of choice 0, to append to the conversation (see Choice.message)."""
+        if self.choices and self.choices[0].index == 0:
+            return self.choices[0].message
+        return _assistant_message(self.content, self.refusal, self.tool_calls, ())
 
 
 ###############################################################################
@@ -874,7 +918,7 @@ def error_fields(payload: Any) -> Optional[Tuple[str, Any, Optional[str]]]:
             code,
             _as_str(inner.get("type") or inner.get("status")),
         )
-    if payload.get("object") == "error" or ("message" in payload and "choices" not in payload):
+    if payload.get("object") == "error" or (("message" in payload or "detail" in payload) and "choices" not in payload):
         message = payload.get("message") or payload.get("detail")
         if message:
             return _cut(message), payload.get("code"), _as_str(payload.get("type"))
@@ -1287,30 +1331,35 @@ class _ResponsesDecoder:
         elif kind == "response.reasoning_text.done" or kind == "response.reasoning_summary_text.done":
             self._whole(_REASONING, obj.get("item_id"), obj.get("text"), ReasoningDelta, out)
         elif kind in _INFO_EVENTS:
-            response = obj.get("response")
-            if not isinstance(response, dict):
-                response = {}
-            self._note_info(response)
-            if kind == "response.completed":
-                self._end(response, out)
-                out.append(Finish("tool_calls" if self._call_list else "stop"))
-            elif kind == "response.incomplete":
-                self._end(response, out)
-                details = response.get("incomplete_details")
-                reason = details.get("reason") if isinstance(details, dict) else None
-                out.append(Finish(_INCOMPLETE_REASONS.get(reason, reason) if isinstance(reason, str) and reason else "length"))
-            elif kind == "response.failed":
-                self.terminal = True
-                fields = error_fields(response) or error_fields(obj)
-                if fields is None:
-                    fields = ("the response failed (status %s)" % (_clip(response.get("status"), 40),), None, None)
-                raise APIError(fields[0], code=fields[1], type=fields[2], body=dict(obj))
+            self._response_event(kind, obj, out)
         elif kind == "error":
             fields = error_fields(obj)
             if fields is None:
                 fields = ("the server sent an error event: %s" % _clip(_json_text(obj), 200), None, None)
-            raise APIError(fields[0], code=fields[1], type=None if fields[2] == "error" else fields[2], body=dict(obj))
+            raise APIError(_cut(fields[0]), code=fields[1], type=None if fields[2] == "error" else fields[2], body=dict(obj))
         return out
+
+    def _response_event(self, kind: str, obj: Mapping[str, Any], out: List[Delta]) -> None:
+        """response.created/.in_progress/.completed/.incomplete/.failed: the response's info,
+        and at the end its usage and finish (or its error)."""
+        response = obj.get("response")
+        if not isinstance(response, dict):
+            response = {}
+        self._note_info(response)
+        if kind == "response.completed":
+            self._end(response, out)
+            out.append(Finish("tool_calls" if self._call_list else "stop"))
+        elif kind == "response.incomplete":
+            self._end(response, out)
+            details = response.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            out.append(Finish(_INCOMPLETE_REASONS.get(reason, reason) if isinstance(reason, str) and reason else "length"))
+        elif kind == "response.failed":
+            self.terminal = True
+            fields = error_fields(response) or error_fields(obj)
+            if fields is None:
+                fields = ("the response failed (status %s)" % (_clip(response.get("status"), 40),), None, None)
+            raise APIError(_cut(fields[0]), code=fields[1], type=fields[2], body=dict(obj))
 
     def decode_whole(self, obj: Mapping[str, Any]) -> List[Delta]:
         """A whole Response object (a server that ignored "stream"): its output as deltas."""
@@ -1862,7 +1911,7 @@ class _ChoiceParts:
         self.tool_calls: Dict[int, _ToolCallParts] = {}
         self.finish_reason: Optional[str] = None
 
-    def result(self) -> Choice:
+    def result(self, details: Tuple[Mapping[str, Any], ...] = ()) -> Choice:
         calls = tuple(self.tool_calls[i].result() for i in sorted(self.tool_calls))
         refusal = None if self.refusal is None else self.refusal.text()
         return Choice(
@@ -1872,7 +1921,54 @@ class _ChoiceParts:
             refusal,
             calls,
             self.finish_reason,
+            details,
         )
+
+
+_MAX_DETAIL_ENTRIES = 256  # distinct reasoning_details entries kept per choice (and choices)
+_DETAIL_TEXT_KEYS = ("text", "summary", "data")
+
+
+class _ReasoningDetails:
+    """OpenRouter's `reasoning_details` of one choice, merged as they stream: the fragments of
+    one entry (same index and type) are joined in its text fields; other fields (format,
+    signature, id) keep their latest non-null value. Held like the reasoning text itself."""
+
+    __slots__ = ("entries", "texts")
+
+    def __init__(self) -> None:
+        self.entries: Dict[Tuple[Any, Any], Dict[str, Any]] = {}
+        self.texts: Dict[Tuple[Any, Any], Dict[str, _Fragments]] = {}
+
+    def add(self, details: Any) -> None:
+        for detail in details if type(details) is list else ():
+            if type(detail) is not dict:
+                continue
+            key = (_as_int(detail.get("index")), _as_str(detail.get("type")))
+            entry = self.entries.get(key)
+            if entry is None:
+                if len(self.entries) >= _MAX_DETAIL_ENTRIES:
+                    continue
+                entry, self.texts[key] = self.entries.setdefault(key, {}), {}
+            texts = self.texts[key]
+            for name, value in detail.items():
+                if name in _DETAIL_TEXT_KEYS and type(value) is str:
+                    fragments = texts.get(name)
+                    if fragments is None:
+                        fragments, entry[name] = texts.setdefault(name, _Fragments()), ""
+                    fragments.append(value)
+                    if len(fragments) >= _FRAGMENTS_PER_BLOCK:
+                        fragments.compact()
+                elif value is not None or name not in entry:
+                    entry[name] = value
+
+    def result(self) -> Tuple[Mapping[str, Any], ...]:
+        out = []
+        for key, entry in self.entries.items():
+            merged = dict(entry)
+            merged.update((name, fragments.text()) for name, fragments in self.texts[key].items())
+            out.append(merged)
+        return tuple(out)
 
 
 class Accumulator:
@@ -1889,6 +1985,9 @@ class Accumulator:
         self.finished = False  # a finish reason arrived for some choice
         self._shape: Any = None  # the keys of the last chunk, and those of them not standard
         self._unknown: List[str] = []
+        #: keep OpenRouter's reasoning_details for Completion.message (False: constant memory)
+        self.round_trip = True
+        self._details: Dict[int, _ReasoningDetails] = {}
 
     def _choice(self, index: int) -> _ChoiceParts:
         parts = self._choices.get(index)
@@ -1953,10 +2052,30 @@ class Accumulator:
                 self._unknown = [key for key in self._unknown if key in self.extras]
         for key in self._unknown:
             self.extras[key] = chunk[key]
+        choices = chunk.get("choices")
+        if choices and self.round_trip and type(choices) is list:
+            for choice in choices:
+                if type(choice) is dict:
+                    delta = choice.get("delta") or choice.get("message")
+                    if type(delta) is dict and "reasoning_details" in delta:
+                        position = choices.index(choice)
+                        self._add_details(choice.get("index", position), position, delta["reasoning_details"])
+
+    def _add_details(self, index: Any, position: int, details: Any) -> None:
+        index = index if type(index) is int else position
+        parts = self._details.get(index)
+        if parts is None:
+            if len(self._details) >= _MAX_DETAIL_ENTRIES:
+                return
+            parts = self._details[index] = _ReasoningDetails()
+        parts.add(details)
 
     def result(self, stats: Optional[Stats] = None) -> Completion:
         """The Completion so far (complete once the stream has ended)."""
-        choices = tuple(self._choices[i].result() for i in sorted(self._choices))
+        details = self._details
+        choices = tuple(
+            self._choices[i].result(details[i].result() if i in details else ()) for i in sorted(self._choices)
+        )
         first = next((choice for choice in choices if choice.index == 0), Choice(0))
         return Completion(
             first.content,
@@ -1973,6 +2092,121 @@ class Accumulator:
             tuple(self.warnings),
             stats,
         )
+
+
+# Messages (no I/O but reading attached files): tool_result() and user() build the messages of a
+# conversation; Completion.message gives the assistant's.
+
+#: The largest file user() attaches; providers cap a request at about 20 MB (OpenAI, Gemini).
+MAX_ATTACHMENT_BYTES = 20 * 2**20
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+_AUDIO_FORMATS = {".wav": "wav", ".mp3": "mp3"}
+
+
+def tool_result(call_or_id: Union[ToolCall, Mapping[str, Any], str], content: Any) -> Dict[str, Any]:
+    """The {"role": "tool"} message answering a tool call (a ToolCall, a tool_calls entry of a
+    message, or its id); content that is not a str is sent as JSON."""
+    if isinstance(call_or_id, ToolCall):
+        call_id: Any = _call_id(call_or_id)
+    elif isinstance(call_or_id, Mapping):
+        call_id = call_or_id.get("id")
+    else:
+        call_id = call_or_id
+    if not isinstance(call_id, str) or not call_id:
+        raise ConfigError("tool_result() needs a ToolCall or a tool call id, got %s" % _clip(repr(call_or_id), 80))
+    if not isinstance(content, str):
+        try:
+            content = json.dumps(content, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ConfigError("tool_result() content is neither a str nor JSON-serialisable: %s" % exc) from None
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def user(text: str, *attachments: Any) -> Dict[str, Any]:
+    """A user message; each attachment becomes a content part after the text: an image (a path,
+    a pathlib.Path or bytes: PNG, JPEG, GIF, WebP) an image_url part with a data: URL, a .wav or
+    .mp3 file an input_audio part, a .pdf a file part, a UTF-8 text file a text part, an
+    http(s):// or data: URL an image_url part as given (never fetched), a dict a part as is."""
+    if not isinstance(text, str):
+        raise ConfigError("user() takes the text first, got %s" % type(text).__name__)
+    if not attachments:
+        return {"role": "user", "content": text}
+    parts: List[Dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    parts.extend(_attachment_part(item) for item in attachments)
+    return {"role": "user", "content": parts}
+
+
+def _attachment_part(item: Any) -> Dict[str, Any]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        _check_attachment_size(len(data), "bytes attachment")
+        return _bytes_part(data, "", "bytes attachment")
+    if isinstance(item, str) and item.lower().startswith(("http://", "https://", "data:")):
+        return {"type": "image_url", "image_url": {"url": item}}
+    if not isinstance(item, (str, os.PathLike)):
+        raise ConfigError("cannot attach a %s: give a path, a URL or bytes" % type(item).__name__)
+    path = os.fspath(item)
+    return _bytes_part(_read_attachment(path), os.path.splitext(str(path))[1].lower(), str(path))
+
+
+def _check_attachment_size(size: int, name: str) -> None:
+    if size > MAX_ATTACHMENT_BYTES:
+        raise ConfigError("%s is %.1f MB; attachments are limited to %d MB"
+                          % (name, size / 2**20, MAX_ATTACHMENT_BYTES // 2**20))
+
+
+def _read_attachment(path: Any) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            _check_attachment_size(os.fstat(file.fileno()).st_size, str(path))
+            data = file.read(MAX_ATTACHMENT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("cannot attach %s: %s" % (path, exc.strerror or exc)) from None
+    _check_attachment_size(len(data), str(path))
+    return data
+
+
+def _sniff_image(data: bytes) -> Optional[str]:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _sniff_audio(data: bytes) -> Optional[str]:
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data.startswith(b"ID3") or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def _bytes_part(data: bytes, suffix: str, name: str) -> Dict[str, Any]:
+    """The content part for a file's bytes: the type from its suffix, else from the bytes."""
+    import base64
+
+    encoded = base64.b64encode(data).decode("ascii")
+    image = _IMAGE_TYPES.get(suffix) or (None if suffix in _AUDIO_FORMATS else _sniff_image(data))
+    if image:
+        return {"type": "image_url", "image_url": {"url": "data:%s;base64,%s" % (image, encoded)}}
+    audio = _AUDIO_FORMATS.get(suffix) or (None if suffix else _sniff_audio(data))
+    if audio:
+        return {"type": "input_audio", "input_audio": {"data": encoded, "format": audio}}
+    if suffix == ".pdf" or data.startswith(b"%PDF-"):
+        filename = os.path.basename(name) if suffix else "attachment.pdf"
+        return {"type": "file", "file": {"filename": filename, "file_data": "data:application/pdf;base64," + encoded}}
+    try:
+        return {"type": "text", "text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        raise ConfigError("cannot attach %s: not an image (PNG, JPEG, GIF, WebP), audio (.wav, .mp3), "
+                          "PDF or UTF-8 text" % name) from None
 
 
 ###############################################################################
@@ -3359,10 +3593,12 @@ def _closed_by_caller() -> APIConnectionError:
 class _Session:
     """What the drivers use of a client: settings, the idle connections, the retry policy."""
 
-    def __init__(self, settings: _Settings, max_retries: int) -> None:
+    def __init__(self, settings: _Settings, max_retries: int,
+                 on_retry: Optional[Callable[[int, StreamliteError, float], None]] = None) -> None:
         self.settings = settings
         self.pool = _Pool() if settings.keep_alive else None
         self.retry = _RetryPolicy(max_retries)
+        self.on_retry = on_retry
 
     def next_attempt(self, error: StreamliteError, request: _Request, decoder: _StreamDecoder) -> Tuple[float, _Request]:
         """After a failed attempt: how long to wait and what to send next; raises `error` when
@@ -3378,6 +3614,8 @@ class _Session:
         if delay is None:
             raise error
         decoder.retries += 1
+        if self.on_retry is not None:
+            self.on_retry(decoder.retries, _scrub(error, request.secrets), delay)
         return delay, request
 
     def idle(self) -> List[Any]:
@@ -4143,13 +4381,19 @@ def _optional_str(name: str, value: Any) -> Optional[str]:
     return value
 
 
+def _optional_callable(name: str, value: Any) -> Optional[Callable[..., Any]]:
+    if value is not None and not callable(value):
+        raise ConfigError("%s must be a callable or None" % name)
+    return value  # type: ignore[no-any-return]
+
+
 def _api_name(name: str, value: Any) -> str:
     if value not in _API_PATHS:
         raise ConfigError("%s must be one of %s, got %r" % (name, ", ".join(sorted(_API_PATHS)), _clip(value, 40)))
     return value  # type: ignore[no-any-return]
 
 
-def _api_key(name: str, value: Any) -> Optional[str]:
+def _key_option(name: str, value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise ConfigError("api_key must be a str")
     key = (value or "").strip() or None
@@ -4186,7 +4430,7 @@ def _base_url(name: str, value: Any) -> str:
 #: The options of Client and AsyncClient, each with its check (the value it returns is kept).
 _CLIENT_OPTIONS: Dict[str, Callable[[str, Any], Any]] = {
     "base_url": _base_url,
-    "api_key": _api_key,
+    "api_key": _key_option,
     "connect_timeout": _seconds,
     "read_timeout": _seconds,
     "total_timeout": _optional_seconds,
@@ -4202,6 +4446,7 @@ _CLIENT_OPTIONS: Dict[str, Callable[[str, Any], Any]] = {
     "think_tags": _flag,
     "api": _api_name,
     "keep_alive": _flag,
+    "on_retry": _optional_callable,
 }
 
 
@@ -4248,6 +4493,7 @@ class _BaseClient:
         think_tags: bool = False,
         api: str = "chat",
         keep_alive: bool = True,
+        on_retry: Optional[Callable[[int, StreamliteError, float], None]] = None,
         **unknown: Any,
     ) -> None:
         self._session: Optional[_Session] = None
@@ -4261,11 +4507,11 @@ class _BaseClient:
         self._api_key: Optional[str] = options["api_key"]
         if api_key is None:
             names = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY") if self.azure else ("OPENAI_API_KEY",)
-            self._api_key = _api_key("the API key in the environment", _env(*names))
+            self._api_key = _key_option("the API key in the environment", _env(*names))
         self._configure(options)
         settings = _Settings(options["connect_timeout"], options["read_timeout"], options["ca_file"],
                              options["verify"], options["proxy"], options["keep_alive"])
-        self._session = _Session(settings, options["max_retries"])
+        self._session = _Session(settings, options["max_retries"], options["on_retry"])
         self._secrets = self._secrets_of(settings, host)
 
     def _configure(self, options: Dict[str, Any]) -> None:
@@ -4587,6 +4833,8 @@ class Client(_BaseClient):
         api: the wire API: "chat" (/chat/completions), "responses" (/responses) or
             "completions" (the legacy /completions); each call may choose another.
         keep_alive: keep idle connections and reuse them (False: one connection per request).
+        on_retry: called as on_retry(attempt, error, delay) before each retry (attempt counts
+            from 1): to show what failed and how long the client waits.
     """
 
     def stream(
@@ -4724,7 +4972,8 @@ def complete(messages: Messages, **kwargs: Any) -> Completion:
 #
 # `python streamlite.py ...`, `python -m streamlite ...` and the `streamlite` script. The only
 # place that prints, and the only place that catches broadly: StreamliteError (a line on stderr
-# and a distinct exit code), KeyboardInterrupt (130) and a closed pipe (quiet).
+# and a distinct exit code), KeyboardInterrupt (130), SIGTERM (143) and a closed pipe (141, quiet).
+# Options are declared in one table (_OPTIONS) and their ranges checked from another (_RANGES).
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -4735,68 +4984,144 @@ EXIT_CUT_OFF = 6
 EXIT_PROTOCOL = 7
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
 
 _CLI_EPILOG = """\
 examples:
   streamlite "Tell me a joke"                       # key from OPENAI_API_KEY
   cat notes.txt | streamlite -m gpt-4.1 "Summarise"  # stdin becomes context after the prompt
+  streamlite -a photo.jpg -a https://example.com/cat.png "What is in these pictures?"
+  streamlite -c talk.json "Name three rivers"; streamlite -c talk.json "Which is longest?"
+  streamlite chat -c talk.json                       # an interactive session (/help inside)
   streamlite --base-url http://127.0.0.1:8080/v1 --jsonl "Hi" | jq -c .
   streamlite -X reasoning_effort='"high"' -X top_p=0.9 --stats "Why is the sky blue?"
+  streamlite -- chat                                 # the word "chat" as a prompt
 
 environment:
-  OPENAI_API_KEY     the API key (or the variable named by --api-key-env)
+  OPENAI_API_KEY     the API key (or the variable named by --api-key-env); AZURE_OPENAI_API_KEY
+                     for an Azure host when OPENAI_API_KEY is unset
   OPENAI_BASE_URL    the API root (default https://api.openai.com/v1)
   STREAMLITE_MODEL   the default model
   NO_COLOR           no colour on stderr
   HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE   as for curl
 
 exit codes:
-  0 success   2 usage error   3 API error (HTTP status or an error in the stream)
+  0 success   2 usage error (also: input that is not UTF-8, an unreadable -c or -a file)
+  3 API error (HTTP status or an error in the stream)
   4 connection failure   5 timeout   6 stream cut off mid-way   7 protocol error
-  130 interrupted (Ctrl-C)   141 output pipe closed
+  130 interrupted (Ctrl-C)   141 output pipe closed   143 terminated (SIGTERM)
 """
 
+_MAX_TOKENS_HELP = (
+    "the longest reply, in tokens, sent as max_tokens (default: the server's limit); reasoning "
+    "models (OpenAI o-series, gpt-5) count their reasoning too and take "
+    "-X max_completion_tokens=N instead")
 
-def _parse_args(argv: Optional[Sequence[str]]) -> Any:
+# (flags, argparse keywords): every option has its default and a sentence of help
+_OPTIONS: Tuple[Tuple[Tuple[str, ...], Dict[str, Any]], ...] = (
+    (("-m", "--model"), dict(help="the model (default: $STREAMLITE_MODEL, else none: the server's default)")),
+    (("-s", "--system"), dict(help="a system message (default: none; with -c only when the file starts)")),
+    (("-c", "--conversation"), dict(metavar="FILE", help=(
+        "read the conversation (a JSON array of messages) from FILE if it exists, then write it back "
+        "with this turn added, atomically (default: no file)"))),
+    (("-a", "--attach"), dict(action="append", default=[], metavar="FILE|URL", help=(
+        "attach an image, .wav/.mp3 audio, PDF or text file, or an image URL (not fetched) to "
+        "the prompt; repeatable (default: none)"))),
+    (("--no-stdin",), dict(action="store_true", help="never read stdin, even when it is a pipe (default: off)")),
+    (("--base-url",), dict(help="the API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")),
+    (("--api",), dict(choices=("chat", "responses", "completions"), help=(
+        "the wire API: chat (/chat/completions), responses (/responses) or completions "
+        "(legacy /completions) (default: chat)"))),
+    (("--azure",), dict(action="store_true", default=None, help=(
+        "Azure OpenAI: api-key header, deployment URLs, AZURE_OPENAI_API_KEY (default: when the "
+        "host is *.openai.azure.com or another Azure OpenAI host)"))),
+    (("--api-key-env",), dict(default="OPENAI_API_KEY", metavar="NAME",
+                              help="read the key from this environment variable (default: OPENAI_API_KEY)")),
+    (("-H", "--header"), dict(dest="header", action="append", default=[], metavar="'NAME: VALUE'",
+                              help="an extra request header; repeatable (default: none)")),
+    (("-t", "--temperature"), dict(type=float, help="the sampling temperature (default: the server's)")),
+    (("--max-tokens",), dict(type=int, metavar="N", help=_MAX_TOKENS_HELP)),
+    (("-X",), dict(dest="extra", action="append", default=[], metavar="KEY=JSON", help=(
+        "any other body field, e.g. -X top_p=0.9 -X 'stop=[\"\\n\"]'; a value that is not JSON "
+        "is a string; repeatable (default: none)"))),
+    (("--no-usage",), dict(action="store_true", help="do not ask for the usage chunk (default: ask)")),
+    (("--reasoning",), dict(choices=("show", "hide", "only"), default="show", help=(
+        "show: reasoning on stderr; hide: not at all (no reasoning lines with --jsonl either); "
+        "only: reasoning on stdout, no content (default: show)"))),
+    (("--jsonl",), dict(action="store_true", help=(
+        "one JSON object per delta on stdout, then the completion, or an error object (default: off)"))),
+    (("--stats",), dict(action="store_true", help="timings on stderr at the end, also after an error (default: off)")),
+    (("--raw",), dict(action="store_true", help="print the response body exactly as received (default: off)")),
+    (("--color",), dict(choices=("auto", "always", "never"), default="auto",
+                        help="dim the reasoning on stderr (default: auto: on a terminal without NO_COLOR)")),
+    (("-v", "--verbose"), dict(action="store_true", help=(
+        "say on stderr what each retry follows and how long it waits (default: on when stderr "
+        "is a terminal)"))),
+    (("--connect-timeout",), dict(type=float, default=10.0, metavar="S",
+                                  help="seconds to connect, TLS included (default: 10)")),
+    (("--read-timeout",), dict(type=float, default=120.0, metavar="S",
+                               help="the longest silence from the server, in seconds (default: 120)")),
+    (("--total-timeout",), dict(type=float, metavar="S", help="a deadline for the whole call, in seconds (default: none)")),
+    (("--max-retries",), dict(type=int, default=2, metavar="N", help=(
+        "retries of connection failures, 408, 409, 429 and 5xx before the reply starts (default: 2)"))),
+    (("--ca-file",), dict(help="a CA bundle to verify TLS with (default: $SSL_CERT_FILE, else the system's)")),
+    (("--insecure",), dict(action="store_true", help="do not verify TLS certificates (default: verify)")),
+    (("--proxy",), dict(help="an http:// proxy; \"\" for none (default: $HTTPS_PROXY / $HTTP_PROXY)")),
+)
+
+# (attribute, flag, what it must be, test): checked after parsing; None means "not given"
+_RANGES: Tuple[Tuple[str, str, str, Callable[[Any], bool]], ...] = (
+    ("connect_timeout", "--connect-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("read_timeout", "--read-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("total_timeout", "--total-timeout", "a positive number of seconds", lambda v: 0 < v < 1e9),
+    ("max_retries", "--max-retries", "a whole number from 0 to 100", lambda v: 0 <= v <= 100),
+    ("max_tokens", "--max-tokens", "a whole number of 1 or more", lambda v: v >= 1),
+    ("temperature", "--temperature", "a finite number", lambda v: v == v and abs(v) != float("inf")),
+)
+
+
+def _parser() -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="streamlite",
-        description="Stream a chat completion from any OpenAI-compatible API.",
+        usage="streamlite [options] [prompt ...]\n       streamlite chat [options]",
+        description="Stream a chat completion from any OpenAI-compatible API. "
+        "`streamlite chat` starts an interactive session.",
         epilog=_CLI_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
-    add("prompt", nargs="*", help='the prompt; "-" reads stdin (piped stdin is added after the prompt)')
-    add("-m", "--model", default=os.environ.get("STREAMLITE_MODEL"), help="model (default: $STREAMLITE_MODEL)")
-    add("-s", "--system", help="a system message")
-    add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
-    add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
-    add("-t", "--temperature", type=float)
-    add("--max-tokens", type=int)
-    add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON",
-        help="any other body field, e.g. -X top_p=0.9 -X 'stop=[\"\\n\"]' (not JSON: a string)")
-    add("--no-usage", action="store_true", help="do not ask for the usage chunk")
-    add("--reasoning", choices=("show", "hide", "only"), default="show",
-        help="show: reasoning on stderr (default); hide; only: reasoning on stdout, no content")
-    add("--jsonl", action="store_true", help="one JSON object per delta on stdout, then the completion")
-    add("--stats", action="store_true", help="timings on stderr at the end")
-    add("--raw", action="store_true", help="print the response body exactly as received")
-    add("--color", choices=("auto", "always", "never"), default="auto", help="dim reasoning on stderr")
-    add("--connect-timeout", type=float, default=10.0, metavar="S")
-    add("--read-timeout", type=float, default=120.0, metavar="S", help="longest silence (default 120)")
-    add("--total-timeout", type=float, metavar="S", help="deadline for the whole call")
-    add("--max-retries", type=int, default=2)
-    add("--ca-file", help="CA bundle for TLS (also $SSL_CERT_FILE)")
-    add("--insecure", action="store_true", help="do not verify TLS certificates")
-    add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
-    add("--version", action="version", version="streamlite " + __version__)
-    args = parser.parse_args(argv)
+    parser.add_argument("prompt", nargs="*", help=(
+        'the prompt; "-" reads stdin; piped stdin is added after the prompt (default: stdin)'))
+    for flags, keywords in _OPTIONS:
+        parser.add_argument(*flags, **keywords)
+    parser.add_argument("--version", action="version", version="streamlite " + __version__,
+                        help="print the version and exit")
+    return parser
+
+
+def _parse_args(argv: Sequence[str]) -> Any:
+    parser = _parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.model is None:
+        args.model = os.environ.get("STREAMLITE_MODEL") or None
+    # `streamlite chat [options]` is the session; `streamlite -- chat` the prompt "chat"
+    args.chat = args.prompt == ["chat"] and "--" not in argv
+    if args.raw and args.jsonl:
+        parser.error("--raw and --jsonl cannot be combined: --raw prints the body as it came")
     try:
         args.body = _extra_fields(args.extra)
+        args.headers = _header_fields(args.header)
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+def _check_ranges(args: Any) -> None:
+    for name, flag, requirement, test in _RANGES:
+        value = getattr(args, name)
+        if value is not None and not test(value):
+            raise ConfigError("%s must be %s, got %s" % (flag, requirement, "%g" % value if isinstance(value, float) else value))
 
 
 def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
@@ -4812,6 +5137,40 @@ def _extra_fields(pairs: Sequence[str]) -> Dict[str, Any]:
     return body
 
 
+def _header_fields(lines: Sequence[str]) -> Dict[str, str]:
+    headers: Dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or _has_control(value):
+            raise ValueError("-H takes 'Name: value' (a token, a colon, no line breaks), got %r" % _clip(line, 60))
+        headers[name] = value
+    return headers
+
+
+def _check_argv(argv: Sequence[str]) -> None:
+    """Arguments the OS handed over in another encoding arrive as lone surrogates: say which."""
+    for number, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("argument %d is not valid UTF-8 (%s); pass text in UTF-8"
+                              % (number, arg.encode("utf-8", "backslashreplace").decode("ascii")[:60])) from None
+
+
+def _read_stdin() -> str:
+    """All of stdin as text; not UTF-8 is a ConfigError that says where."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (tests, embedding)
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return str(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("stdin is not valid UTF-8 (byte 0x%02x at offset %d); convert it first, "
+                          "e.g. with iconv -f latin1 -t utf-8" % (data[exc.start], exc.start)) from None
+
+
 def _stdin_text() -> Optional[str]:
     """Piped or redirected stdin, or None for a terminal, /dev/null or no stdin at all."""
     import stat
@@ -4822,14 +5181,15 @@ def _stdin_text() -> Optional[str]:
         return None
     if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
         return None
-    return sys.stdin.read()
+    return _read_stdin()
 
 
-def _prompt(words: Sequence[str]) -> Optional[str]:
+def _prompt(words: Sequence[str], use_stdin: bool = True) -> Optional[str]:
+    piped: Optional[str] = None
     if "-" in words:
         words = [word for word in words if word != "-"]
-        piped: Optional[str] = sys.stdin.read()
-    else:
+        piped = _read_stdin() if use_stdin else None
+    elif use_stdin:
         piped = _stdin_text()
     prompt = " ".join(words)
     if piped and prompt:
@@ -4850,22 +5210,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_DELTA_NAMES = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal",
+                ToolCallDelta: "tool_call", Finish: "finish"}
+
+
 def _delta_json(delta: Delta) -> Dict[str, Any]:
     kind = type(delta)
     if kind is Usage:
         return dict(type="usage", **{k: v for k, v in _plain(delta).items() if k != "choice"})
-    names = {ContentDelta: "content", ReasoningDelta: "reasoning", RefusalDelta: "refusal", ToolCallDelta: "tool_call", Finish: "finish"}
-    out: Dict[str, Any] = {"type": names.get(kind, kind.__name__.lower())}
+    out: Dict[str, Any] = {"type": _DELTA_NAMES.get(kind, kind.__name__.lower())}
     out.update((k, v) for k, v in _plain(delta).items() if k != "raw")
     return out
 
 
-def _completion_json(completion: Completion) -> Dict[str, Any]:
+def _completion_json(completion: Completion, reasoning: bool = True) -> Dict[str, Any]:
     out: Dict[str, Any] = _plain(completion)
     out["type"] = "completion"
     if completion.stats is not None:
-        out["stats"]["tokens_per_second"] = completion.stats.tokens_per_second
+        out["stats"]["tokens_per_second"] = _rate(completion.stats)
+    if not reasoning:  # --reasoning hide: none of it on stdout
+        for holder in [out] + list(out.get("choices") or ()):
+            holder.pop("reasoning", None)
+            holder.pop("reasoning_details", None)
     return out
+
+
+def _error_json(error: StreamliteError) -> Dict[str, Any]:
+    """The --jsonl error object: every field a script may branch on (the key never in any)."""
+    return {
+        "type": "error",
+        "error": type(error).__name__,
+        "message": str(error),
+        "status": getattr(error, "status", None),
+        "code": getattr(error, "code", None),
+        "error_type": getattr(error, "type", None),
+        "request_id": getattr(error, "request_id", None),
+        "retry_after": getattr(error, "retry_after", None),
+        "which": getattr(error, "which", None),
+    }
+
+
+def _rate(stats: Stats) -> Optional[float]:
+    """Tokens per second, only for a streamed reply: one event (stream=false) has no rate."""
+    return stats.tokens_per_second if stats.events > 1 else None
 
 
 def _format_stats(stats: Stats) -> str:
@@ -4875,7 +5262,7 @@ def _format_stats(stats: Stats) -> str:
     def millis(value: Optional[float]) -> str:
         return "-" if value is None else "%.1f ms" % (value * 1000)
 
-    rate = stats.tokens_per_second
+    rate = _rate(stats)
     return "streamlite: stats: first byte %s, first reasoning %s, first content %s, total %s, %s, %d events, gaps p50 %s p95 %s max %s, %d bytes, %d retries" % (
         seconds(stats.time_to_first_byte), seconds(stats.time_to_first_reasoning),
         seconds(stats.time_to_first_content), seconds(stats.duration),
@@ -4884,8 +5271,15 @@ def _format_stats(stats: Stats) -> str:
     )
 
 
+_CUT_SHORT = {
+    "length": "the reply was cut short by the token limit (finish_reason length); raise --max-tokens",
+    "content_filter": "the reply was cut short by the provider's content filter (finish_reason content_filter)",
+}
+
+
 class _Printer:
-    """Writes deltas as the CLI shows them; remembers whether stdout needs a final newline."""
+    """Writes deltas as the CLI shows them; remembers whether stdout needs a final newline.
+    Plain output shows choice 0 only (-X n=2 would interleave them); --jsonl shows every choice."""
 
     def __init__(self, args: Any) -> None:
         self.args = args
@@ -4903,19 +5297,27 @@ class _Printer:
         if not text:
             return
         stream = self.err if to_err else self.out
-        stream.write(text)
-        stream.flush()
-        if to_err:
+        if to_err:  # noted first: Ctrl-C or SIGTERM may land inside flush(), after the bytes left
             self.err_tail = text[-1]
         else:
             self.out_tail = text[-1]
+        stream.write(text)
+        stream.flush()
+
+    def note(self, text: str) -> None:
+        """One line on stderr, on a line of its own."""
+        self.end_line()
+        self.write("streamlite: %s\n" % text, to_err=True)
 
     def delta(self, delta: Delta) -> None:
-        if self.args.jsonl:
-            self.write(_json_text(_delta_json(delta), ensure_ascii=False) + "\n")
-            return
         kind = type(delta)
         mode = self.args.reasoning
+        if self.args.jsonl:
+            if not (kind is ReasoningDelta and mode == "hide"):
+                self.write(_json_text(_delta_json(delta), ensure_ascii=False) + "\n")
+            return
+        if delta.choice != 0:  # type: ignore[attr-defined]
+            return
         if kind is ReasoningDelta and mode != "hide":
             if mode == "only":
                 self.write(delta.text)  # type: ignore[attr-defined]
@@ -4928,12 +5330,22 @@ class _Printer:
 
     def finish(self, completion: Completion) -> None:
         if self.args.jsonl:
-            self.write(_json_text(_completion_json(completion), ensure_ascii=False) + "\n")
-        elif self.args.reasoning != "only":
+            line = _completion_json(completion, self.args.reasoning != "hide")
+            self.write(_json_text(line, ensure_ascii=False) + "\n")
+            return
+        if self.args.reasoning != "only":
             for call in completion.tool_calls:
                 self.end_line()
                 self.write("[tool call %s] %s %s\n" % (call.id or call.index, call.name, call.arguments))
         self.end_line()
+        if completion.finish_reason in _CUT_SHORT:
+            self.note(_CUT_SHORT[completion.finish_reason])
+        if len(completion.choices) > 1:
+            self.note("the server sent %d choices; this shows choice 0 (--jsonl shows all)" % len(completion.choices))
+
+    def stats(self, stats: Stats) -> None:
+        self.end_line()
+        self.write(_format_stats(stats) + "\n", to_err=True)
 
     def end_line(self) -> None:
         if self.out_tail != "\n":
@@ -4944,6 +5356,10 @@ class _Printer:
 
 class _OutputClosed(Exception):
     """The reader of stdout went away (`| head -1`) while the stream was writing to it."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: stopped like Ctrl-C (the connection closes, stdout ends its line), exit 143."""
 
 
 def _exit_code(error: StreamliteError) -> int:
@@ -4958,23 +5374,238 @@ def _exit_code(error: StreamliteError) -> int:
     return EXIT_USAGE  # ConfigError
 
 
+def _report_error(printer: _Printer, error: StreamliteError) -> int:
+    printer.end_line()
+    if printer.args.jsonl:
+        printer.write(_json_text(_error_json(error), ensure_ascii=False) + "\n")
+    printer.write("streamlite: error: %s\n" % (" ".join(str(error).split()) or type(error).__name__), to_err=True)
+    return _exit_code(error)
+
+
+class _Retries:
+    """Counts retries and, when visible (--verbose, or stderr on a terminal), reports each."""
+
+    def __init__(self, printer: _Printer, visible: bool) -> None:
+        self.printer = printer
+        self.visible = visible
+        self.count = 0
+
+    def __call__(self, attempt: int, error: BaseException, delay: float) -> None:
+        self.count += 1
+        if self.visible:
+            _report_retry(attempt, error, delay, self.printer)
+
+
+def _report_retry(attempt: int, error: BaseException, delay: float, printer: Optional[_Printer] = None) -> None:
+    """One line on stderr per retry: which attempt failed, why, and how long until the next.
+    The client calls it as on_retry(attempt, error, delay) (attempt counts from 1)."""
+    status = getattr(error, "status", None)
+    reason = getattr(error, "message", None) if status else None
+    reason = " ".join((reason or str(error)).split()) or type(error).__name__
+    text = "attempt %d failed (%s%s); retrying in %.1f s" % (
+        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay)
+    if printer is not None:
+        printer.note(text)
+    else:
+        sys.stderr.write("streamlite: %s\n" % text)
+        sys.stderr.flush()
+
+
+# The conversation file (-c) ----------------------------------------------------------------
+
+
+def _load_conversation(path: str) -> List[Dict[str, Any]]:
+    """The messages in FILE ([] when it does not exist or is empty); anything else is a ConfigError."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError("cannot read conversation %s: %s" % (path, exc.strerror or exc)) from None
+    if not data.strip():
+        return []
+    try:
+        messages = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigError("conversation %s is not valid JSON: %s" % (path, _clip(str(exc), 120))) from None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ConfigError("conversation %s must be a JSON array of messages with a role each" % path)
+    return messages
+
+
+def _save_conversation(path: str, messages: Sequence[Mapping[str, Any]]) -> None:
+    """Write the messages to a temporary file in FILE's folder, then rename it over FILE: an
+    interruption at any moment leaves the old file whole, or the new one."""
+    import tempfile
+
+    text = json.dumps(list(messages), indent=2, ensure_ascii=False) + "\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ConfigError("cannot write conversation %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write(text)  # backslashreplace: a lone surrogate becomes a valid JSON escape
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, _file_mode(path))
+        os.replace(temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ConfigError("cannot write conversation %s: %s" % (path, exc.strerror or exc)) from None
+        raise
+
+
+def _file_mode(path: str) -> int:
+    """The mode FILE has, or the one a new file gets (mkstemp's 0600 would surprise)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+# One turn ----------------------------------------------------------------------------------
+
+
+def _client(args: Any, retries: _Retries) -> Client:
+    options: Dict[str, Any] = dict(
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout, max_retries=args.max_retries, ca_file=args.ca_file,
+        verify=not args.insecure, proxy=args.proxy, include_usage=not args.no_usage,
+    )
+    if args.azure:
+        options["azure"] = True
+    if args.headers:  # Client headers: credentials given this way are scrubbed from errors too
+        options["headers"] = args.headers
+    options["on_retry"] = retries
+    client = Client(args.base_url, _api_key(args), **options)
+    _warn_without_key(args, client, retries.printer)
+    return client
+
+
+def _api_key(args: Any) -> Optional[str]:
+    """The key from --api-key-env's variable; None lets Client() read OPENAI_API_KEY (or, for an
+    Azure host, AZURE_OPENAI_API_KEY), exactly as it does in Python."""
+    if args.api_key_env == "OPENAI_API_KEY":
+        return None
+    key = os.environ.get(args.api_key_env, "")
+    if not key.strip():  # named on purpose but unset: never fall back to another variable's key
+        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
+    return key
+
+
+def _warn_without_key(args: Any, client: Client, printer: _Printer) -> None:
+    if args.api_key_env != "OPENAI_API_KEY" or os.environ.get("OPENAI_API_KEY", "").strip():
+        return
+    if client.azure and os.environ.get("AZURE_OPENAI_API_KEY", "").strip():
+        return
+    if {name.lower() for name in args.headers} & {"authorization", "api-key", "x-api-key"}:
+        return
+    hint = " (AZURE_OPENAI_API_KEY is read for an Azure host or with --azure)" if os.environ.get("AZURE_OPENAI_API_KEY") else ""
+    printer.note("warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint)
+
+
+def _call_options(args: Any) -> Dict[str, Any]:
+    """model, the body fields of the flags, and api= only when given."""
+    options = dict(args.body)
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    options["model"] = args.model
+    if args.api is not None:
+        options["api"] = args.api
+    return options
+
+
+def _raw_tap() -> Callable[[bytes], None]:
+    raw_out = sys.stdout.buffer
+
+    def tap(piece: bytes) -> None:
+        try:
+            raw_out.write(piece)
+            raw_out.flush()
+        except BrokenPipeError:
+            raise _OutputClosed() from None  # not an OSError: the stream must not see it
+
+    return tap
+
+
+def _open_stream(client: Client, messages: Messages, args: Any) -> Stream:
+    options = _call_options(args)
+    if not args.raw:
+        return client.stream(messages, **options)
+    # --raw needs the body's bytes as they arrive: the tap of a call, the one private hook here
+    call = _Call(options.pop("model"), api=options.pop("api", None), tap=_raw_tap())
+    return Stream(*client._prepare(messages, call, options))
+
+
+def _one_turn(client: Client, args: Any, printer: _Printer, messages: Messages, retries: _Retries) -> Completion:
+    """Stream one reply to the printer and return it; --stats prints even after an error,
+    also one that came before the body (the call's own clock, the retries counted)."""
+    started = time.monotonic()
+    stream: Optional[Stream] = None
+    try:
+        stream = _open_stream(client, messages, args)
+        with stream:
+            for delta in stream:
+                if not args.raw:
+                    printer.delta(delta)
+    finally:
+        if args.stats:
+            stats = stream.stats if stream is not None else Stats(duration=time.monotonic() - started, retries=retries.count)
+            printer.stats(stats)
+    completion = stream.completion
+    if not args.raw:
+        printer.finish(completion)
+    return completion
+
+
+def _first_messages(args: Any, history: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The conversation before the first prompt: -s only when it starts (a loop may pass it
+    every time; the file's own system message stands)."""
+    if history:
+        return history
+    return [{"role": "system", "content": args.system}] if args.system is not None else []
+
+
+def _run_cli(args: Any, printer: _Printer, retries: _Retries) -> int:
+    prompt = _prompt(args.prompt, not args.no_stdin)
+    if prompt is None:
+        raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
+    if args.api == "completions":  # the legacy API takes the prompt itself
+        if args.attach or args.conversation or args.system is not None:
+            raise ConfigError("--api completions takes a prompt only (no -a, -c or -s)")
+        _one_turn(_client(args, retries), args, printer, prompt, retries)
+        return EXIT_OK
+    history = _load_conversation(args.conversation) if args.conversation else []
+    message = user(prompt, *args.attach)
+    client = _client(args, retries)
+    messages = _first_messages(args, history) + [message]
+    completion = _one_turn(client, args, printer, messages, retries)
+    if args.conversation:
+        _save_conversation(args.conversation, messages + [completion.message])
+    return EXIT_OK
+
+
+# main --------------------------------------------------------------------------------------
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
-    args = _parse_args(argv)
-    printer = _Printer(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _run_cli(args, printer)
-    except StreamliteError as exc:
-        printer.end_line()
-        if args.jsonl:
-            printer.write(json.dumps({"type": "error", "error": type(exc).__name__, "message": str(exc),
-                                      "status": getattr(exc, "status", None)}) + "\n")
-        printer.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__), to_err=True)
-        return _exit_code(exc)
-    except KeyboardInterrupt:
-        printer.end_line()
-        return EXIT_INTERRUPTED
-    except (BrokenPipeError, _OutputClosed):
+        with _sigterm_interrupts():
+            return _main(argv)
+    except (BrokenPipeError, _OutputClosed):  # also while reporting a later error
         try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
@@ -4982,55 +5613,168 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
-def _run_cli(args: Any, printer: _Printer) -> int:
-    prompt = _prompt(args.prompt)
-    if prompt is None:
-        raise ConfigError("no prompt: give one as arguments or on stdin (see --help)")
-    api_key = os.environ.get(args.api_key_env, "")
-    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
-        # named on purpose but unset: never fall back to another variable's key
-        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
-    client = Client(
-        args.base_url,
-        api_key,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout,
-        max_retries=args.max_retries,
-        ca_file=args.ca_file,
-        verify=not args.insecure,
-        proxy=args.proxy,
-        include_usage=not args.no_usage,
-    )
-    body = dict(args.body)
-    if args.temperature is not None:
-        body["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
-    tap = None
-    if args.raw:
-        raw_out = sys.stdout.buffer
+def _main(argv: List[str]) -> int:
+    try:
+        _check_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write("streamlite: error: %s\n" % exc)
+        return EXIT_USAGE
+    args = _parse_args(argv)
+    printer = _Printer(args)
+    retries = _Retries(printer, args.verbose or printer.err.isatty())
+    try:
+        _check_ranges(args)
+        return _chat(args, printer, retries) if args.chat else _run_cli(args, printer, retries)
+    except StreamliteError as exc:
+        return _report_error(printer, exc)
+    except _Terminated:
+        printer.end_line()
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        printer.end_line()
+        return EXIT_INTERRUPTED
 
-        def tap(piece: bytes) -> None:
-            try:
-                raw_out.write(piece)
-                raw_out.flush()
-            except BrokenPipeError:
-                raise _OutputClosed() from None  # not an OSError: the stream must not see it
 
-    stream = Stream(*client._prepare(prompt, _Call(args.model, args.system, tap=tap), body))
-    with stream:
+class _sigterm_interrupts:
+    """SIGTERM raises _Terminated in the main thread while the CLI runs (then the old handler)."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+
+# streamlite chat ---------------------------------------------------------------------------
+
+_CHAT_HELP = """\
+Each line is a turn; the reply streams as it arrives. Ctrl-C stops a reply, Ctrl-D leaves.
+  a line ending in \\   continues on the next line
+  \"\"\"               on a line of its own starts a block; another \"\"\" ends it
+  /system TEXT        set the system message      /clear   forget the conversation
+  /save FILE          write the conversation      /exit    leave (also /quit, Ctrl-D)
+"""
+
+
+class _ChatSession:
+    """The conversation of `streamlite chat`, saved to -c FILE after every turn."""
+
+    def __init__(self, args: Any) -> None:
+        self.path = args.conversation
+        history = _load_conversation(self.path) if self.path else []
+        self.messages = _first_messages(args, history)
+        self.attachments = list(args.attach)  # go with the first turn
+
+    def command(self, line: str, printer: _Printer) -> bool:
+        """Run a /command; False means leave."""
+        name, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/clear":
+            self.messages = [m for m in self.messages[:1] if m.get("role") == "system"]
+            self._save()
+        elif name == "/system" and rest:
+            system = {"role": "system", "content": rest}
+            has = bool(self.messages) and self.messages[0].get("role") == "system"
+            self.messages[:1 if has else 0] = [system]
+            self._save()
+        elif name == "/save" and rest:
+            _save_conversation(os.path.expanduser(rest), self.messages)
+            printer.note("saved %d messages to %s" % (len(self.messages), rest))
+        else:
+            printer.write(_CHAT_HELP, to_err=True)
+        return True
+
+    def add_turn(self, message: Dict[str, Any], reply: Dict[str, Any]) -> None:
+        self.messages += [message, reply]
+        self.attachments = []
+        self._save()
+
+    def _save(self) -> None:
+        if self.path:
+            _save_conversation(self.path, self.messages)
+
+
+def _read_turn(interactive: bool) -> Optional[str]:
+    """One turn's text: a line, lines joined by a trailing backslash, or a triple-quoted
+    block; None at the end of input (Ctrl-D)."""
+    lines: List[str] = []
+    block = False
+    while True:
         try:
-            for delta in stream:
-                if not args.raw:
-                    printer.delta(delta)
-        finally:
-            if args.stats:
-                printer.end_line()
-                printer.write(_format_stats(stream.stats) + "\n", to_err=True)
-    if not args.raw:
-        printer.finish(stream.completion)
-    return EXIT_OK
+            line = input(("... " if lines or block else "> ") if interactive else "")
+        except EOFError:
+            return "\n".join(lines) if lines else None
+        if line.strip() == '"""':
+            if block:
+                return "\n".join(lines)
+            block = True
+        elif block:
+            lines.append(line)
+        elif line.endswith("\\"):
+            lines.append(line[:-1])
+        else:
+            lines.append(line)
+            return "\n".join(lines)
+
+
+def _chat(args: Any, printer: _Printer, retries: _Retries) -> int:
+    try:
+        import readline  # noqa: F401  (history and line editing for input(), where it exists)
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    session = _ChatSession(args)
+    client = _client(args, retries)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        printer.write("streamlite chat: /help for help, Ctrl-D to leave\n", to_err=True)
+    while True:
+        try:
+            text = _read_turn(interactive)
+        except _Terminated:
+            raise
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+            printer.write("\n", to_err=True)
+            continue
+        if text is None:
+            printer.end_line()
+            return EXIT_OK
+        if text.startswith("/") and not session.command(text.strip(), printer):
+            return EXIT_OK
+        if text.strip() and not text.startswith("/"):
+            _chat_turn(client, args, printer, session, text, retries)
+
+
+def _chat_turn(client: Client, args: Any, printer: _Printer, session: _ChatSession, text: str, retries: _Retries) -> None:
+    """One turn: kept when the reply completes; Ctrl-C or an error drops it (the session goes on)."""
+    message = user(text, *session.attachments)
+    try:
+        completion = _one_turn(client, args, printer, session.messages + [message], retries)
+    except _Terminated:
+        raise
+    except KeyboardInterrupt:
+        printer.note("stopped; this turn is not kept")
+        return
+    except StreamliteError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        _report_error(printer, exc)
+        printer.note("this turn is not kept; the session goes on")
+        return
+    session.add_turn(message, completion.message)
 
 
 def _console_main() -> None:  # pragma: no cover - the installed `streamlite` script

@@ -81,5 +81,6 @@ def test_runtime_imports_only_the_standard_library():
         "__future__", "argparse", "asyncio", "base64", "dataclasses", "datetime", "email", "http", "io",
         "ipaddress", "json", "math", "os", "random", "re", "socket", "ssl", "stat", "sys",
         "time", "typing", "urllib", "zlib", "threading", "collections", "functools", "select",
+        "tempfile", "signal", "inspect", "readline",  # the CLI: -c files, SIGTERM, chat
     }
     assert names <= stdlib, names - stdlib

@@ -161,6 +161,7 @@ def _clean_env(**extra):
     drop = ("OPENAI_", "AZURE_", "STREAMLITE_")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(drop) and "PROXY" not in k.upper() and k not in ("NO_COLOR", "TERM", "PYTHONUNBUFFERED")}
+    env["OPENAI_API_KEY"] = KEY  # without any key the CLI warns on stderr (tested on its own)
     env.update(extra)
     return env
 
@@ -172,6 +173,7 @@ def env(monkeypatch):
         if name.startswith(("OPENAI_", "AZURE_", "STREAMLITE_")) or "PROXY" in name.upper() or name in ("NO_COLOR", "TERM"):
             monkeypatch.delenv(name)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no fileno: like a terminal (even under pytest -s)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # without any key the CLI warns on stderr (tested on its own)
     return monkeypatch
 
 
@@ -218,9 +220,11 @@ def _main(capsys, *argv):
 
 
 def test_defaults_request_shape(env, recorder, capsys):
+    env.delenv("OPENAI_API_KEY")
     code, out, err = _main(capsys, "--base-url", recorder.url, "hello", "world")
     assert code == 0, err
     assert out == SSE_CONTENT + "\n"
+    assert err.startswith("streamlite: warning: no API key")  # and still sent, for a local server
     request = recorder.last
     assert request["path"] == "/v1/chat/completions"
     body = request["body"]
@@ -396,7 +400,7 @@ def test_total_timeout_takes_effect():
 def test_non_positive_timeout_is_a_usage_error(env, capsys, flag):
     code, out, err = _main(capsys, "--base-url", "http://127.0.0.1:9/v1", flag, "0", "hi")
     assert code == streamlite.EXIT_USAGE
-    assert err.startswith("streamlite: error:") and flag[2:].replace("-", "_") in err and out == ""
+    assert err == "streamlite: error: %s must be a positive number of seconds, got 0\n" % flag and out == ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -999,3 +1003,232 @@ def test_ctrl_c_in_process(env, capsys):
     text = out.getvalue()
     assert out.pressed and text.endswith("\n") and err == ""
     assert len(text) >= 11 and STORY.startswith(text[:-1]) and len(text) < len(STORY)
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Input that is not UTF-8, closed pipes, SIGTERM, several choices, output modes
+# ---------------------------------------------------------------------------------------------
+
+from faults import FaultServer, send, sleep  # noqa: E402
+from wire import Recording, delta, sse, text_reply  # noqa: E402
+
+
+def test_stdin_that_is_not_utf8_is_a_clear_usage_error(recorder):
+    result = subprocess.run([sys.executable, "streamlite.py", "--base-url", recorder.url, "Summarise"],
+                            cwd=str(ROOT), env=_clean_env(), input=b"caf\xe9 au lait\n", capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert result.stderr.decode() == ("streamlite: error: stdin is not valid UTF-8 (byte 0xe9 at offset 3); "
+                                      "convert it first, e.g. with iconv -f latin1 -t utf-8\n")
+    assert recorder.requests == []
+
+
+def test_argument_that_is_not_utf8_is_a_clear_usage_error(recorder):
+    result = subprocess.run([sys.executable, "streamlite.py", "--base-url", recorder.url, b"caf\xe9"],
+                            cwd=str(ROOT), env=_clean_env(LC_ALL="C.UTF-8"), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert result.stderr.decode().startswith("streamlite: error: argument 3 is not valid UTF-8")
+    assert b"Traceback" not in result.stderr and recorder.requests == []
+
+
+def test_argument_that_is_not_utf8_in_process(env, capsys):
+    code, out, err = _main(capsys, "caf\udce9")
+    assert code == streamlite.EXIT_USAGE and out == "" and "argument 1 is not valid UTF-8" in err
+
+
+@pytest.mark.parametrize("flags", [[], ["--jsonl"]])
+def test_closed_pipe_while_reporting_a_later_error_exits_141_quietly(flags):
+    reply = sse(delta({"content": "Hello there"}), done=False)
+    error = b'data: {"error":{"message":"overloaded","code":"server_error"}}\n\n'
+    with FaultServer([send(reply), sleep(1.0), send(error)]) as server:
+        script = '%s streamlite.py --base-url %s %s hi | head -c 1 >/dev/null; echo "cli-exit=${PIPESTATUS[0]}" >&2' % (
+            sys.executable, server.url, " ".join(flags))
+        result = subprocess.run(["bash", "-c", script], cwd=str(ROOT), env=_clean_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.stderr == "cli-exit=%d\n" % streamlite.EXIT_BROKEN_PIPE
+
+
+def test_several_choices_print_choice_zero_only(chat):
+    result = _run("--base-url", chat.url, "--reasoning", "hide", "-X", "n=2", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == STORY + "\n"
+    assert "2 choices; this shows choice 0 (--jsonl shows all)" in result.stderr
+    lines = _jsonl(_run("--base-url", chat.url, "--jsonl", "-X", "n=2", "hi").stdout)
+    assert {line.get("choice") for line in lines if line["type"] == "content"} == {0, 1}
+
+
+def test_raw_and_jsonl_together_is_a_usage_error():
+    result = _run("--raw", "--jsonl", "hi")
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert "--raw and --jsonl cannot be combined" in result.stderr and result.stdout == ""
+
+
+def test_jsonl_reasoning_hide_emits_no_reasoning(chat):
+    result = _run("--base-url", chat.url, "--jsonl", "--reasoning", "hide", "hi")
+    lines = _jsonl(result.stdout)
+    assert result.returncode == 0 and lines
+    assert not [line for line in lines if line["type"] == "reasoning"]
+    assert "reasoning" not in lines[-1] and lines[-1]["content"] == STORY
+    assert REASONING not in result.stdout
+
+
+def _error_reply(status, reason, headers, body):
+    head = "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n" % (
+        status, reason, len(body), "".join("%s: %s\r\n" % pair for pair in headers))
+    return head.encode() + body
+
+
+def test_jsonl_error_object_has_every_field():
+    body = b'{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}'
+    reply = _error_reply(429, "Too Many Requests", [("retry-after", "7"), ("x-request-id", "req_123")], body)
+    with FaultServer([send(reply)]) as server:
+        result = _run("--base-url", server.url, "--jsonl", "--max-retries", "0", "hi")
+    assert result.returncode == streamlite.EXIT_API_ERROR
+    error = _jsonl(result.stdout)[-1]
+    assert error == {"type": "error", "error": "APIError", "message": error["message"], "status": 429,
+                     "code": "rate_limit_exceeded", "error_type": "requests", "request_id": "req_123",
+                     "retry_after": 7.0, "which": None}
+    assert "Rate limit reached" in error["message"]
+
+
+def test_fastapi_detail_body_gives_the_message():
+    reply = _error_reply(404, "Not Found", [], b'{"detail":"Model llama-9 not found"}')
+    with FaultServer([send(reply)]) as server:
+        result = _run("--base-url", server.url, "--max-retries", "0", "hi")
+    assert result.returncode == streamlite.EXIT_API_ERROR
+    assert "Model llama-9 not found" in result.stderr and "detail" not in result.stderr
+
+
+def test_azure_key_is_read_for_azure(recorder):
+    env = _clean_env(AZURE_OPENAI_API_KEY="azure-key-123456")
+    del env["OPENAI_API_KEY"]
+    result = _run("--base-url", recorder.url, "--azure", "-m", "dep", "hi", env=env)
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["headers"]["api-key"] == "azure-key-123456" and "warning" not in result.stderr
+    assert "authorization" not in recorder.last["headers"]
+    plain = _run("--base-url", recorder.url, "hi", env=env)  # not Azure: the Azure key is not sent
+    assert "api-key" not in recorder.last["headers"] and "authorization" not in recorder.last["headers"]
+    assert "AZURE_OPENAI_API_KEY is read for an Azure host or with --azure" in plain.stderr
+
+
+def test_no_key_warns_but_still_sends(recorder):
+    env = _clean_env()
+    del env["OPENAI_API_KEY"]
+    result = _run("--base-url", recorder.url, "hi", env=env)
+    assert result.returncode == 0 and result.stdout == SSE_CONTENT + "\n"
+    assert result.stderr.startswith("streamlite: warning: no API key")
+    quiet = _run("--base-url", recorder.url, "-H", "Authorization: Bearer sk-by-header-123", "hi", env=env)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_stats_without_streaming_print_no_absurd_rate(chat):
+    result = _run("--base-url", chat.url, "-X", "stream=false", "--stats", "hi")
+    assert result.returncode == 0, result.stderr
+    line = [line for line in result.stderr.splitlines() if line.startswith("streamlite: stats:")][0]
+    assert "tokens/s" not in line and ", -, 1 events" in line
+
+
+def test_stats_when_the_error_came_before_the_body():
+    reply = _error_reply(401, "Unauthorized", [], b'{"error":{"message":"bad key"}}')
+    with FaultServer([send(reply)]) as server:
+        result = _run("--base-url", server.url, "--stats", "--max-retries", "0", "hi")
+    lines = result.stderr.splitlines()
+    assert result.returncode == streamlite.EXIT_API_ERROR
+    assert lines[0].startswith("streamlite: stats: first byte -") and "0 events" in lines[0]
+    assert lines[1].startswith("streamlite: error:") and "bad key" in lines[1]
+
+
+@pytest.mark.parametrize("finish, words", [("length", "token limit"), ("content_filter", "content filter")])
+def test_reply_cut_short_says_so(finish, words):
+    with Recording([sse(delta({"content": "Once upon"}), delta({}, finish))]) as server:
+        result = _run("--base-url", server.url, "hi")
+        jsonl = _run("--base-url", server.url, "--jsonl", "hi")
+    assert result.returncode == 0 and result.stdout == "Once upon\n"
+    assert result.stderr == "streamlite: the reply was cut short by the %s (finish_reason %s)%s\n" % (
+        words if finish == "length" else "provider's content filter", finish,
+        "; raise --max-tokens" if finish == "length" else "")
+    assert jsonl.stderr == ""  # --jsonl has it in the completion's finish_reason
+
+
+def test_sigterm_exits_143_and_ends_the_line():
+    with ChatServer(pace=0.05, reasoning=False, content_events=400) as paced:
+        proc = subprocess.Popen([sys.executable, "streamlite.py", "--base-url", paced.url, "hi"], cwd=str(ROOT),
+                                env=_clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out = proc.stdout.read(12)
+            proc.send_signal(signal.SIGTERM)
+            out += proc.stdout.read()
+            proc.wait(TIMEOUT)
+            stderr = proc.stderr.read().decode()
+        finally:
+            _reap(proc)
+    assert proc.returncode == streamlite.EXIT_TERMINATED, stderr
+    assert out.endswith(b"\n") and bench_content(400).startswith(out[:-1].decode())
+    assert "Traceback" not in stderr
+
+
+def test_header_flag_is_sent_and_a_malformed_one_is_a_usage_error(recorder):
+    result = _run("--base-url", recorder.url, "-H", "X-Trace: abc 123", "--header", "HTTP-Referer:https://me.example", "hi")
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["headers"]["x-trace"] == "abc 123"
+    assert recorder.last["headers"]["http-referer"] == "https://me.example"
+    for bad in ("no colon", ": empty name", "Bad Name: x"):
+        failed = _run("--base-url", recorder.url, "-H", bad, "hi")
+        assert failed.returncode == streamlite.EXIT_USAGE and "-H takes 'Name: value'" in failed.stderr
+    assert len(recorder.requests) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-retries", "-1"], "--max-retries must be a whole number from 0 to 100, got -1"),
+    (["--max-tokens", "0"], "--max-tokens must be a whole number of 1 or more, got 0"),
+    (["--temperature", "nan"], "--temperature must be a finite number, got nan"),
+    (["--read-timeout", "inf"], "--read-timeout must be a positive number of seconds, got inf"),
+])
+def test_range_errors_name_the_flag(env, capsys, flags, message):
+    code, out, err = _main(capsys, "--base-url", "http://127.0.0.1:9/v1", *flags, "hi")
+    assert code == streamlite.EXIT_USAGE and err == "streamlite: error: %s\n" % message and out == ""
+
+
+def test_every_option_has_a_default_and_a_sentence():
+    for action in streamlite._parser()._actions:
+        if action.dest in ("help", "version"):
+            continue
+        assert action.help and "default" in action.help and len(action.help.split()) >= 5, action.option_strings
+    text = _run("--help").stdout
+    assert "max_completion_tokens" in text and "143 terminated" in text
+
+
+def test_double_dash_chat_is_a_prompt(recorder):
+    result = _run("--base-url", recorder.url, "--", "chat")
+    assert result.returncode == 0, result.stderr
+    assert recorder.last["body"]["messages"] == [{"role": "user", "content": "chat"}]
+
+
+# The next two need the lead's Client: api= per call (issue 15) and an on_retry hook.
+
+
+@pytest.mark.parametrize("api, path", [("completions", "/v1/completions"), ("responses", "/v1/responses"),
+                                       ("chat", "/v1/chat/completions")])
+def test_api_flag_picks_the_wire_api(api, path):
+    completions = sse({"object": "text_completion", "choices": [{"index": 0, "text": "Hi", "finish_reason": "stop"}]})
+    responses = sse({"type": "response.output_text.delta", "delta": "Hi"},
+                    {"type": "response.completed", "response": {"id": "resp_1", "output": [], "usage": {}}}, done=False)
+    reply = {"completions": completions, "responses": responses, "chat": text_reply("Hi")}[api]
+    with Recording([reply]) as server:
+        result = _run("--base-url", server.url, "--api", api, "hi")
+        request = server.requests[0]
+    assert result.returncode == 0, result.stderr
+    assert request.target.split("?")[0] == path and result.stdout == "Hi\n"
+    assert "api" not in json.loads(request.body)
+
+
+def test_retries_are_visible_with_verbose():
+    with Recorder(fail_first=1) as recorder:
+        result = _run("--base-url", recorder.url, "--verbose", "hi")
+    assert result.returncode == 0, result.stderr
+    assert "streamlite: attempt 1 failed (HTTP 503: busy" in result.stderr and "retrying in 0.0 s" in result.stderr
+
+
+def test_report_retry_line(capsys):
+    streamlite._report_retry(2, streamlite.APIConnectionError("connection refused"), 1.5)
+    assert capsys.readouterr().err == "streamlite: attempt 2 failed (connection refused); retrying in 1.5 s\n"

@@ -328,8 +328,7 @@ def test_content_parts_become_responses_parts():
 
 
 def test_the_user_helper_message_translates():
-    message = streamlite.user("look", ("x.png", b"\x89PNG\r\n\x1a\n" + b"0" * 8)) if hasattr(streamlite, "user") else {
-        "role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+    message = streamlite.user("look", b"\x89PNG\r\n\x1a\n" + b"0" * 8)
     (item,) = streamlite._responses_body([message], {})["input"]
     kinds = [part["type"] for part in item["content"]]
     assert kinds[0] == "input_text" and "input_image" in kinds
