@@ -78,8 +78,10 @@ class BatchServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, *, limit=None, window=1.0, delay=0.0, slow_delay=0.0, lifetime=60.0):
+    def __init__(self, *, limit=None, window=1.0, delay=0.0, slow_delay=0.0, throttle_first=0, retry_after=0.5, lifetime=60.0):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.throttle_first = throttle_first  # the first N requests get 429 with Retry-After `retry_after`
+        self.retry_after = retry_after
         self.limit = limit  # requests admitted per sliding `window` seconds (None: no limit)
         self.window = window
         self.delay = delay
@@ -112,6 +114,10 @@ class BatchServer(ThreadingHTTPServer):
         """(status, seconds until a slot frees) for a request arriving now."""
         now = time.monotonic()
         with self.lock:
+            if self.throttle_first > 0:
+                self.throttle_first -= 1
+                self.log.append((now, prompt, 429))
+                return 429, self.retry_after
             if self.limit is not None:
                 self.admitted = [t for t in self.admitted if t > now - self.window]
                 if len(self.admitted) >= self.limit:
