@@ -3308,7 +3308,11 @@ def _batch_resume(path: str, ids: Iterable[str]) -> set[str]:
     for appending: a torn last line is cut off, and the failure lines of requests that will run
     again are dropped (the file is rewritten beside itself and renamed over), so each request
     ends up with exactly one line."""
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return set()  # /dev/stdout, a pipe: nothing to resume from
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError:
@@ -3589,8 +3593,9 @@ def _batch_run(client: Client, prepared: Sequence[_BatchRequest], plan: _BatchPl
             open_streams = list(streams.values())
         for stream in open_streams:
             stream.close()  # from this thread: the worker's read ends at once
+        deadline = time.monotonic() + 5.0
         for worker in workers:
-            worker.join(5.0)
+            worker.join(max(0.0, deadline - time.monotonic()))
 
 
 async def _abatch_send(aclient: AsyncClient, request: _BatchRequest) -> Tuple[Optional[Completion], Optional[StreamliteError]]:
@@ -4257,10 +4262,27 @@ def _batch_stop_progress(args: Any, interrupted: bool = False) -> None:
 
 def _batch_cli(args: Any) -> int:
     shard = _batch_shard(args.shard) if args.shard is not None else None
-    if isinstance(args.concurrency, int) and args.concurrency < 1:
+    if args.concurrency < 1:
         raise ConfigError("-j must be at least 1, got %d" % args.concurrency)
     if args.max_retries < 0:
         raise ConfigError("--max-retries must be >= 0, got %d" % args.max_retries)
+    _BatchPlan([], concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)  # checks them
+    api_key = os.environ.get(args.api_key_env, "")
+    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
+        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
+    # max_retries=0: every rate-limit answer reaches the batch at once, to pause all workers
+    client = Client(
+        args.base_url,
+        api_key,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout,
+        max_retries=0,
+        ca_file=args.ca_file,
+        verify=not args.insecure,
+        proxy=args.proxy,
+        include_usage=not args.no_usage,
+    )
     try:
         if args.input == "-":
             data = sys.stdin.buffer.read()
@@ -4279,22 +4301,6 @@ def _batch_cli(args: Any) -> int:
         requests = [request for request in requests if _batch_in_shard(request.custom_id, shard)]
     done = _batch_resume(args.output, [request.custom_id for request in requests]) if args.output else set()
     todo = [request for request in requests if request.custom_id not in done]
-    api_key = os.environ.get(args.api_key_env, "")
-    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
-        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
-    # max_retries=0: every rate-limit answer reaches the batch at once, to pause all workers
-    client = Client(
-        args.base_url,
-        api_key,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout,
-        max_retries=0,
-        ca_file=args.ca_file,
-        verify=not args.insecure,
-        proxy=args.proxy,
-        include_usage=not args.no_usage,
-    )
     plan = _BatchPlan(todo, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)
     output = _BatchOutput(args.output)
     invalid = sum(request.problem is not None for request in todo)
