@@ -4148,7 +4148,8 @@ class _BatchProgress:
 
         self.plan = plan
         self.skipped = skipped
-        self.invalid = invalid  # lines that are no request: failed without being sent
+        self.total = plan.total + invalid  # invalid lines are failed results, never sent
+        self.succeeded = self.failed = 0  # results written so far
         self.quiet = quiet
         self.live = not quiet and sys.stderr.isatty()
         self.started = time.monotonic()
@@ -4160,13 +4161,12 @@ class _BatchProgress:
     def line(self) -> str:
         plan = self.plan
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        finished = plan.succeeded + plan.failed
+        finished = self.succeeded + self.failed
         rate = finished * 60.0 / elapsed
-        left = plan.total - finished
+        left = self.total - finished
         eta = " ETA %s" % _batch_duration(left * 60.0 / rate) if rate and left > 0 else ""
         return "streamlite: batch: %d/%d done, %d failed, %d running, %.0f req/min, %.0f tokens/min%s" % (
-            finished + self.invalid, plan.total + self.invalid, plan.failed + self.invalid, plan.running, rate,
-            plan.tokens * 60.0 / elapsed, eta)
+            finished, self.total, self.failed, plan.running, rate, plan.tokens * 60.0 / elapsed, eta)
 
     def _run(self) -> None:
         every = 0.5 if self.live else 5.0
@@ -4188,13 +4188,12 @@ class _BatchProgress:
             self._write("\r\x1b[K")
         if self.quiet:
             return
-        plan = self.plan
-        summary = "streamlite: batch: %d succeeded, %d failed" % (plan.succeeded, plan.failed + self.invalid)
+        summary = "streamlite: batch: %d succeeded, %d failed" % (self.succeeded, self.failed)
         if self.skipped:
             summary += ", %d already done" % self.skipped
-        if plan.total - plan.succeeded - plan.failed:
-            summary += ", %d not run" % (plan.total - plan.succeeded - plan.failed)
-        summary += " in %s; %d rate-limit answers (429)" % (_batch_duration(time.monotonic() - self.started), plan.throttled)
+        if self.total - self.succeeded - self.failed:
+            summary += ", %d not run" % (self.total - self.succeeded - self.failed)
+        summary += " in %s; %d rate-limit answers (429)" % (_batch_duration(time.monotonic() - self.started), self.plan.throttled)
         self._write(summary + "\n")
 
 
@@ -4305,19 +4304,22 @@ def _batch_cli(args: Any) -> int:
     output = _BatchOutput(args.output)
     invalid = sum(request.problem is not None for request in todo)
     args.progress = _BatchProgress(plan, len(requests) - len(todo), invalid, args.quiet)
-    failed = 0
+    progress = args.progress
     try:
         results = _batch_run(client, todo, plan)
         try:
             for result in results:
-                failed += result.error is not None
                 output.write(_batch_output_line(result))
+                if result.error is None:
+                    progress.succeeded += 1
+                else:
+                    progress.failed += 1
         finally:
             results.close()  # type: ignore[attr-defined]
     finally:
         output.close()
     _batch_stop_progress(args)
-    return EXIT_API_ERROR if failed else EXIT_OK
+    return EXIT_API_ERROR if progress.failed else EXIT_OK
 
 
 def _console_main() -> None:  # pragma: no cover - the installed `streamlite` script

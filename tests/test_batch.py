@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -267,15 +268,15 @@ def test_stopping_early_stops_the_workers(kind):
             results = streamlite.Client(server.url, KEY, max_retries=0, proxy="").batch(["p%d" % i for i in range(40)], concurrency=2)
             first = next(results)
             results.close()
+            left = [t for t in threading.enumerate() if t.name == "streamlite-batch"]
         else:
             async def go():
                 results = streamlite.AsyncClient(server.url, KEY, max_retries=0, proxy="").abatch(["p%d" % i for i in range(40)], concurrency=2)
                 first = await results.__anext__()
                 await results.aclose()
-                return first
-            first = asyncio.run(go())
-        assert first.ok
-        time.sleep(0.3)  # a worker that kept going would start ~6 more requests by now
+                return first, [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            first, left = asyncio.run(go())
+        assert first.ok and left == []
         assert len(server.log) <= 4
 
 
