@@ -3095,7 +3095,6 @@ def complete(messages: Messages, **kwargs: Any) -> Completion:
     return Client(**options).complete(messages, **rest)
 
 
-
 # Batch: many requests from one list, paced, retried, resumable ------------------------------
 #
 # Strategy: the decisions live in I/O-free pieces that take the clock as an argument: input
@@ -3393,7 +3392,7 @@ class _BatchPlan:
         self.token_seconds = 60.0 / tpm if tpm else 0.0  # seconds each estimated token reserves
         self.pending = collections.deque(request for request in requests if request.problem is None)
         self.total = len(self.pending)
-        self.later: List[Tuple[float, int, _BatchRequest]] = []  # (not before, order, request), a heap
+        self.later: List[Tuple[float, int, _BatchRequest]] = []  # (not before, order, request): retries
         self.order = 0
         self.running = 0
         self.next_start = float("-inf")  # rpm: the earliest next start
@@ -3414,15 +3413,18 @@ class _BatchPlan:
         request in flight finishes)."""
         if self.stopped or self.running >= self.concurrency:
             return None
-        ready = bool(self.later) and self.later[0][0] <= now
+        soonest = min(self.later) if self.later else None  # few: at most the requests that were in flight
+        ready = soonest is not None and soonest[0] <= now
         if not ready and not self.pending:
-            return self.later[0][0] - now if self.later else None
+            return soonest[0] - now if soonest is not None else None
         wait = max(self.cooldown_until, self.next_start, self.tokens_free) - now
         if wait > 0:
             return wait
-        import heapq
-
-        request = heapq.heappop(self.later)[2] if ready else self.pending.popleft()
+        if soonest is not None and ready:
+            self.later.remove(soonest)
+            request = soonest[2]
+        else:
+            request = self.pending.popleft()
         self.running += 1
         request.attempts += 1
         self.next_start = now + self.interval
@@ -3433,8 +3435,6 @@ class _BatchPlan:
         self, request: _BatchRequest, completion: Optional[Completion], error: Optional[StreamliteError], now: float
     ) -> Optional[BatchResult]:
         """Record the end of a request: its BatchResult, or None when it will be sent again."""
-        import heapq
-
         self.running -= 1
         if error is None:
             assert completion is not None
@@ -3453,7 +3453,7 @@ class _BatchPlan:
             if shared:
                 self.cooldown_until = max(self.cooldown_until, now + delay)
             self.order += 1
-            heapq.heappush(self.later, (now + delay, self.order, request))
+            self.later.append((now + delay, self.order, request))
             return None
         connected = isinstance(error, APITimeoutError) and error.which != "connect"
         if not self.reached and isinstance(error, APIConnectionError) and error.partial is None and not connected:
@@ -3539,14 +3539,15 @@ def _batch(
 
 
 def _batch_run(client: Client, prepared: Sequence[_BatchRequest], plan: _BatchPlan) -> Iterator[BatchResult]:
-    import queue
+    import collections
     import threading
 
     for request in prepared:
         if request.problem is not None:
             yield _batch_invalid(request)
-    condition = threading.Condition()
-    results: Any = queue.Queue()
+    condition = threading.Condition()  # guards the plan
+    delivered = threading.Condition()  # guards results
+    results: Any = collections.deque()
     streams: Dict[int, Any] = {}
     streams_lock = threading.Lock()
     finished = object()
@@ -3568,9 +3569,13 @@ def _batch_run(client: Client, prepared: Sequence[_BatchRequest], plan: _BatchPl
                     result = plan.finish(step, completion, error, time.monotonic())
                     condition.notify_all()
                 if result is not None:
-                    results.put(result)
+                    with delivered:
+                        results.append(result)
+                        delivered.notify()
         finally:
-            results.put(finished)
+            with delivered:
+                results.append(finished)
+                delivered.notify()
 
     workers = [threading.Thread(target=work, name="streamlite-batch", daemon=True) for _ in range(min(plan.concurrency, plan.total))]
     for worker in workers:
@@ -3578,7 +3583,10 @@ def _batch_run(client: Client, prepared: Sequence[_BatchRequest], plan: _BatchPl
     try:
         alive = len(workers)
         while alive:
-            result = results.get()
+            with delivered:
+                while not results:
+                    delivered.wait()
+                result = results.popleft()
             if result is finished:
                 alive -= 1
             else:
