@@ -65,6 +65,7 @@ __all__ = [
     "APITimeoutError",
     "Accumulator",
     "AsyncClient",
+    "BatchResult",
     "Choice",
     "Client",
     "Completion",
@@ -4878,6 +4879,13 @@ class Client(_BaseClient):
                 pass
         return stream.completion
 
+    def batch(self, requests: Iterable[Any], *, concurrency: int = 8, rpm: Optional[float] = None,
+              tpm: Optional[float] = None, **body: Any) -> Iterator[BatchResult]:
+        """Run many requests (prompt strings, bodies or OpenAI Batch input objects) at most
+        `concurrency` at a time, starts paced by `rpm`/`tpm`; yield a BatchResult for each in
+        completion order. `body` fields (model=...) apply to requests that do not set them."""
+        return _batch(self, requests, concurrency=concurrency, rpm=rpm, tpm=tpm, defaults=body)
+
     def close(self) -> None:
         """Close the idle connections (streams still open keep theirs until they end)."""
         if self._session is not None:
@@ -4916,6 +4924,11 @@ class AsyncClient(_BaseClient):
         (arguments as Client.stream)."""
         call = _Call(model, system, api, timeout, extra_headers, extra_body, extra_query, accumulate)
         return AsyncStream(*self._prepare(messages, call, body))
+
+    def abatch(self, requests: Iterable[Any], *, concurrency: int = 8, rpm: Optional[float] = None,
+               tpm: Optional[float] = None, **body: Any) -> AsyncIterator[BatchResult]:
+        """The async Client.batch: `async for result in aclient.abatch(requests, model=...)`."""
+        return _abatch(self, requests, concurrency=concurrency, rpm=rpm, tpm=tpm, defaults=body)  # type: ignore[no-any-return]
 
     async def acomplete(self, messages: Messages, **options: Any) -> Completion:
         """Stream a completion to its end and return the Completion (options as astream())."""
@@ -4965,6 +4978,717 @@ def complete(messages: Messages, **kwargs: Any) -> Completion:
     options, rest = _split_options(dict(kwargs))
     return Client(**options).complete(messages, **rest)
 
+
+# Batch: many requests from one list, paced, retried, resumable ------------------------------
+#
+# Strategy: the decisions live in I/O-free pieces that take the clock as an argument: input
+# parsing (_batch_parse_lines, _batch_item), the output shape (_batch_output_line), the resume
+# scan of an earlier output (_batch_scan_output), and _BatchPlan, which says which request starts
+# next and when (evenly spaced starts for rpm and tpm, a hard cap on requests in flight, one
+# shared cooldown after a 429) and what each failure means (retry now, later, or give up). The
+# two drivers (_batch on threads, _abatch on asyncio tasks) only wait, send and report back.
+#
+# Retries: the client's own retry loop sleeps inside one request, unseen by the other workers.
+# Batch therefore also retries at its level: a 429 (or a 503 with Retry-After) that comes out of
+# the client pauses every worker until the server's Retry-After (one shared cooldown) and puts the
+# request back at the head of the queue; other transient failures (408, 409, 5xx, connection
+# errors, timeouts, a cut-off stream) are retried `retries` times with backoff for that request
+# only. The command line runs its Client with max_retries=0 and gives --max-retries to batch, so
+# every 429 reaches the shared cooldown at once.
+
+#: How many times one request is sent again after rate-limit answers (429, 503 + Retry-After).
+_BATCH_RATE_LIMIT_RETRIES = 20
+#: The Batch input `url` suffixes batch can send, and the api each one means.
+_BATCH_URLS = (("/chat/completions", "chat"), ("/responses", "responses"), ("/completions", "completions"))
+#: The body field that holds the input, for each api.
+_BATCH_INPUT_FIELD = {"chat": "messages", "responses": "input", "completions": "prompt"}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of one batch request: `completion` when it succeeded, else `error` (whose
+    `.partial` holds what arrived before the failure, if anything).
+
+    `line` is the request's 1-based position in the input (its physical line in a file),
+    `status_code` 200 on success or the HTTP status of the failure, `request_id` the server's
+    request id, `attempts` how many times it was sent (0: the request was not valid).
+    """
+
+    custom_id: str
+    completion: Optional[Completion] = None
+    error: Optional[StreamliteError] = None
+    line: Optional[int] = None
+    status_code: Optional[int] = None
+    request_id: Optional[str] = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _BatchRequest:
+    """One request of a batch, with its scheduling state (mutated only by _BatchPlan)."""
+
+    __slots__ = ("custom_id", "line", "body", "problem", "tokens", "attempts", "failures", "throttled")
+
+    def __init__(self, custom_id: str, line: int, body: Dict[str, Any], problem: Optional[str] = None) -> None:
+        self.custom_id = custom_id
+        self.line = line
+        self.body = body  # model, messages (input, prompt) and every other field; api, system
+        self.problem = problem  # why this cannot be a request; then it is never sent
+        self.tokens = 0  # the estimate --tpm paces by
+        self.attempts = 0
+        self.failures = 0  # transient failures retried so far (rate limits not counted)
+        self.throttled = 0  # rate-limit answers so far
+
+    def __repr__(self) -> str:
+        return "_BatchRequest(%r, line=%d)" % (self.custom_id, self.line)
+
+
+def _batch_item(item: Any, number: int) -> _BatchRequest:
+    """A request from a prompt string or a JSON object: the OpenAI Batch input shape
+    {"custom_id", "method", "url", "body"} or a bare body with an optional custom_id."""
+    if isinstance(item, _BatchRequest):
+        return item
+    default_id = "line-%d" % number
+    if isinstance(item, str):
+        if not item.strip():
+            return _BatchRequest(default_id, number, {}, "the prompt is empty")
+        return _BatchRequest(default_id, number, {"messages": [{"role": "user", "content": item}]})
+    if not isinstance(item, Mapping):
+        what = "a JSON array" if isinstance(item, (list, tuple)) else type(item).__name__
+        return _BatchRequest(default_id, number, {}, "a request is a prompt or a JSON object, got %s" % what)
+    fields = dict(item)
+    custom_id = fields.pop("custom_id", None)
+    if custom_id is None:
+        custom_id = default_id
+    elif not isinstance(custom_id, str) or not custom_id:
+        return _BatchRequest(default_id, number, {}, "custom_id must be a non-empty string, got %.80r" % (custom_id,))
+    api = "chat"
+    if "body" in fields and "messages" not in fields:  # the Batch input shape
+        method = fields.get("method", "POST")
+        if not isinstance(method, str) or method.upper() != "POST":
+            return _BatchRequest(custom_id, number, {}, "method must be POST, got %.80r" % (method,))
+        url = fields.get("url")
+        if url is not None:
+            path = str(url).split("?")[0].rstrip("/")
+            api = next((name for suffix, name in _BATCH_URLS if path.endswith(suffix)), "")
+            if not api:
+                return _BatchRequest(custom_id, number, {}, "url %.80r is not a chat completions, responses or completions endpoint" % (url,))
+        if not isinstance(fields["body"], Mapping):
+            return _BatchRequest(custom_id, number, {}, "body must be a JSON object")
+        fields = dict(fields["body"])
+    if api == "responses" and "messages" in fields:
+        pass  # chat messages sent to the Responses API: the client translates them
+    elif _BATCH_INPUT_FIELD[api] not in fields:
+        return _BatchRequest(custom_id, number, {}, "the body has no %s" % _BATCH_INPUT_FIELD[api])
+    if api != "chat":
+        fields["api"] = api
+    return _BatchRequest(custom_id, number, fields)
+
+
+def _batch_parse_lines(data: bytes) -> List[_BatchRequest]:
+    """The requests of a JSONL (or prompts) file; line numbers count every physical line."""
+    requests = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            requests.append(_BatchRequest("line-%d" % number, number, {}, "the line is not UTF-8 (%s)" % exc.reason))
+            continue
+        if text.startswith("\ufeff"):
+            text = text[1:].strip()  # a byte order mark at the start of the file
+        if not text:
+            continue
+        item: Any = text
+        if text[0] in "{[\"":
+            try:
+                item = json.loads(text)
+            except _JSON_ERRORS as exc:
+                if text[0] != '"':
+                    requests.append(_BatchRequest("line-%d" % number, number, {}, "the line is not valid JSON: %s" % _clip(str(exc), 120)))
+                    continue
+                item = text  # a prompt that happens to start with a quote
+        requests.append(_batch_item(item, number))
+    return requests
+
+
+def _batch_prepare(requests: Iterable[Any], defaults: Optional[Mapping[str, Any]] = None) -> List[_BatchRequest]:
+    """Requests as _BatchRequest, with the defaults under each body; ConfigError for a repeated
+    custom_id (checked over every request, so all shards of a file agree)."""
+    if isinstance(requests, (str, bytes, Mapping)):
+        raise ConfigError("requests must be a list (or any iterable) of prompts and request objects, got a %s" % type(requests).__name__)
+    prepared = [_batch_item(item, number) for number, item in enumerate(requests, 1)]
+    seen: Dict[str, int] = {}
+    for request in prepared:
+        if request.custom_id in seen:
+            raise ConfigError("custom_id %.80r is used twice (lines %d and %d); each request needs its own" % (
+                request.custom_id, seen[request.custom_id], request.line))
+        seen[request.custom_id] = request.line
+        if request.problem is None:
+            if defaults:
+                body = dict(defaults)
+                body.update(request.body)
+                request.body = body
+            request.tokens = _batch_estimate_tokens(request.body)
+    return prepared
+
+
+def _batch_estimate_tokens(body: Mapping[str, Any]) -> int:
+    """What --tpm counts for a request: its text length / 4 plus the most it may generate."""
+    text = sum(len(_json_text(value)) for key, value in body.items() if key in ("messages", "input", "prompt", "system", "tools", "instructions"))
+    most = next((body[key] for key in ("max_completion_tokens", "max_tokens", "max_output_tokens") if isinstance(body.get(key), int)), 0)
+    return max(1, text // 4 + max(0, most))
+
+
+def _batch_shard(text: str) -> Tuple[int, int]:
+    """K/N -> (K, N) with 1 <= K <= N; ConfigError otherwise."""
+    k, slash, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = (0, 0)
+    if not slash or not 1 <= shard[0] <= shard[1]:
+        raise ConfigError("--shard takes K/N with 1 <= K <= N, e.g. --shard 2/4, got %.40r" % (text,))
+    return shard
+
+
+def _batch_in_shard(custom_id: str, shard: Tuple[int, int]) -> bool:
+    import zlib
+
+    return zlib.crc32(custom_id.encode("utf-8")) % shard[1] == shard[0] - 1
+
+
+def _batch_scan_output(data: bytes) -> Tuple[set[str], List[Tuple[int, int, Optional[str], bool]], int]:
+    """An earlier output file: the custom_ids with a success line, each whole line as (start,
+    end, custom_id, succeeded), and the length of the whole lines (a torn last line, from a kill
+    in mid-write, is past it)."""
+    done: set[str] = set()
+    lines = []
+    whole = data.rfind(b"\n") + 1
+    start = 0
+    while start < whole:
+        end = data.index(b"\n", start) + 1
+        custom_id, ok = None, False
+        try:
+            line = json.loads(data[start:end].decode("utf-8"))
+        except (UnicodeDecodeError,) + _JSON_ERRORS:
+            line = None
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            custom_id = line["custom_id"]
+            response = line.get("response")
+            ok = line.get("error") is None and isinstance(response, dict) and response.get("status_code") == 200
+            if ok:
+                done.add(custom_id)
+        lines.append((start, end, custom_id, ok))
+        start = end
+    return done, lines, whole
+
+
+def _batch_resume(path: str, ids: Iterable[str]) -> set[str]:
+    """Read an earlier output at `path`; return the custom_ids already done. The file is repaired
+    for appending: a torn last line is cut off, and the failure lines of requests that will run
+    again are dropped (the file is rewritten beside itself and renamed over), so each request
+    ends up with exactly one line."""
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return set()  # /dev/stdout, a pipe: nothing to resume from
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise ConfigError("cannot read the output file %s: %s" % (path, exc.strerror or exc)) from None
+    done, lines, whole = _batch_scan_output(data)
+    rerun = set(ids) - done
+    drop = [(start, end) for start, end, custom_id, ok in lines if not ok and custom_id in rerun]
+    if drop:
+        kept = b"".join(data[start:end] for start, end, custom_id, ok in lines if ok or custom_id not in rerun)
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        with open(temporary, "wb") as file:
+            file.write(kept)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    elif whole < len(data):
+        os.truncate(path, whole)
+    return done
+
+
+def _batch_retry(request: _BatchRequest, error: StreamliteError, retries: int) -> Optional[Tuple[float, bool]]:
+    """Whether to send a failed request again: (delay, shared) or None to give up. A rate-limit
+    answer is shared: every worker waits `delay` (the server's Retry-After)."""
+    status = getattr(error, "status", None)
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(error, APIError) and (status == 429 or (status == 503 and retry_after)):
+        if request.throttled >= _BATCH_RATE_LIMIT_RETRIES or (retry_after or 0) > MAX_RETRY_AFTER_SECONDS:
+            return None
+        request.throttled += 1
+        return (retry_after if retry_after else _batch_backoff(request.throttled - 1)), True
+    if isinstance(error, APIError):
+        transient = status is not None and (status in (408, 409) or status >= 500)
+    else:
+        transient = isinstance(error, APIConnectionError)  # timeouts and cut-off streams too
+    if not transient or request.failures >= retries:
+        return None
+    request.failures += 1
+    return _batch_backoff(request.failures - 1), False
+
+
+def _batch_backoff(attempt: int) -> float:
+    return float(min(0.5 * 2**attempt, 8.0))
+
+
+def _batch_request_id(completion: Completion) -> str:
+    """The server's request id when the Completion carries one, else a local one."""
+    found = getattr(completion, "request_id", None) or getattr(completion.stats, "request_id", None)
+    return found if isinstance(found, str) and found else "req_" + os.urandom(12).hex()
+
+
+class _BatchPlan:
+    """Which request starts next, and when; what a finished request means. No I/O: every method
+    takes the clock (time.monotonic()) from its caller, and the drivers hold its lock.
+
+    Starts are spaced evenly: 60/rpm seconds apart, and a start reserves its estimated tokens
+    for tokens*60/tpm seconds, so the budget of a minute is never spent as one burst. A shared
+    cooldown (a rate-limit answer) holds every start until it ends. At most `concurrency`
+    requests are in flight.
+    """
+
+    def __init__(
+        self, requests: Sequence[_BatchRequest], *, concurrency: int, rpm: Optional[float], tpm: Optional[float], retries: int
+    ) -> None:
+        import collections
+
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError("concurrency must be a whole number >= 1, got %r" % (concurrency,))
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ConfigError("%s must be a positive number, got %r" % (name, value))
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError("retries must be a whole number >= 0, got %r" % (retries,))
+        self.concurrency = concurrency
+        self.retries = retries
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self.token_seconds = 60.0 / tpm if tpm else 0.0  # seconds each estimated token reserves
+        self.pending = collections.deque(request for request in requests if request.problem is None)
+        self.total = len(self.pending)
+        self.later: List[Tuple[float, int, _BatchRequest]] = []  # (not before, order, request): retries
+        self.order = 0
+        self.running = 0
+        self.next_start = float("-inf")  # rpm: the earliest next start
+        self.tokens_free = float("-inf")  # tpm: when the last start's tokens are paid for
+        self.cooldown_until = float("-inf")
+        self.stopped = False
+        self.reached = False  # an HTTP answer came back: the endpoint can be reached
+        self.fatal: Optional[StreamliteError] = None  # nothing could run: the error to raise
+        self.succeeded = self.failed = self.throttled = self.tokens = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once no request is waiting or in flight (or the run was stopped)."""
+        return self.stopped or (not self.pending and not self.later and not self.running)
+
+    def take(self, now: float) -> Union[_BatchRequest, float, None]:
+        """The request to start now, or how long to wait before asking again (None: until a
+        request in flight finishes)."""
+        if self.stopped or self.running >= self.concurrency:
+            return None
+        soonest = min(self.later) if self.later else None  # few: at most the requests that were in flight
+        ready = soonest is not None and soonest[0] <= now
+        if not ready and not self.pending:
+            return soonest[0] - now if soonest is not None else None
+        wait = max(self.cooldown_until, self.next_start, self.tokens_free) - now
+        if wait > 0:
+            return wait
+        if soonest is not None and ready:
+            self.later.remove(soonest)
+            request = soonest[2]
+        else:
+            request = self.pending.popleft()
+        self.running += 1
+        request.attempts += 1
+        self.next_start = now + self.interval
+        self.tokens_free = now + request.tokens * self.token_seconds
+        return request
+
+    def finish(
+        self, request: _BatchRequest, completion: Optional[Completion], error: Optional[StreamliteError], now: float
+    ) -> Optional[BatchResult]:
+        """Record the end of a request: its BatchResult, or None when it will be sent again."""
+        self.running -= 1
+        if error is None:
+            assert completion is not None
+            self.reached = True
+            self.succeeded += 1
+            usage = completion.usage
+            self.tokens += (usage.total_tokens or 0) if usage is not None else 0
+            return BatchResult(request.custom_id, completion, None, request.line, 200, _batch_request_id(completion), request.attempts)
+        status = getattr(error, "status", None)
+        self.reached = self.reached or status is not None or error.partial is not None
+        if status == 429:
+            self.throttled += 1
+        retry = None if self.stopped else _batch_retry(request, error, self.retries)
+        if retry is not None:
+            delay, shared = retry
+            if shared:
+                self.cooldown_until = max(self.cooldown_until, now + delay)
+            self.order += 1
+            self.later.append((now + delay, self.order, request))
+            return None
+        connected = isinstance(error, APITimeoutError) and error.which != "connect"
+        if not self.reached and isinstance(error, APIConnectionError) and error.partial is None and not connected:
+            self.fatal = error  # nothing reached the server: stop instead of failing every request
+            self.stopped = True
+            return None
+        self.failed += 1
+        if status is None and error.partial is not None:
+            status = 200  # the answer started, then broke off
+        return BatchResult(request.custom_id, None, error, request.line, status, getattr(error, "request_id", None), request.attempts)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _batch_invalid(request: _BatchRequest) -> BatchResult:
+    error = ConfigError("%s (line %d)" % (request.problem, request.line))
+    return BatchResult(request.custom_id, None, error, request.line, None, None, 0)
+
+
+def _batch_call(request: _BatchRequest) -> Tuple[Messages, Dict[str, Any]]:
+    """The arguments of client.stream() for a request: messages (or input, prompt), then keywords."""
+    body = dict(request.body)
+    api = body.get("api", "chat")
+    messages = body.pop("messages", None)
+    if messages is None:
+        messages = body.pop(_BATCH_INPUT_FIELD.get(api, "messages"), None)
+    system = body.get("system")
+    if system is not None and isinstance(messages, (list, tuple)) and messages:
+        first = messages[0]
+        if isinstance(first, Mapping) and first.get("role") in ("system", "developer"):
+            del body["system"]  # the request has its own system message
+    return messages, body
+
+
+def _batch_outcome_error(exc: BaseException) -> StreamliteError:
+    if isinstance(exc, StreamliteError):
+        return exc
+    return ConfigError("the request cannot be sent: %s" % (exc,))  # e.g. a body field named like a parameter
+
+
+def _batch_send(client: Client, request: _BatchRequest, streams: Dict[int, Any], lock: Any) -> Tuple[Optional[Completion], Optional[StreamliteError]]:
+    """Send one request with client.stream() and read it to the end (thread worker side)."""
+    import threading
+
+    key = threading.get_ident()
+    try:
+        messages, kwargs = _batch_call(request)
+        stream = client.stream(messages, **kwargs)
+        with lock:
+            streams[key] = stream
+        try:
+            with stream:
+                for _ in stream:
+                    pass
+            return stream.completion, None
+        finally:
+            with lock:
+                streams.pop(key, None)
+    except (StreamliteError, TypeError, ValueError) as exc:
+        return None, _batch_outcome_error(exc)
+
+
+def _batch(
+    client: Client,
+    requests: Iterable[Any],
+    *,
+    concurrency: int = 8,
+    rpm: Optional[float] = None,
+    tpm: Optional[float] = None,
+    retries: int = 0,
+    defaults: Optional[Mapping[str, Any]] = None,
+) -> Iterator[BatchResult]:
+    """Run requests on `concurrency` threads; yield a BatchResult for each, in completion order.
+
+    Invalid requests come first, as failed results. ConfigError (before any I/O) for bad
+    arguments or a repeated custom_id; APIConnectionError when no request could reach the server.
+    Stopping early (break, close()) stops the workers and closes the streams in flight.
+    """
+    prepared = _batch_prepare(requests, defaults)
+    plan = _BatchPlan(prepared, concurrency=concurrency, rpm=rpm, tpm=tpm, retries=retries)
+    return _batch_run(client, prepared, plan)
+
+
+_BATCH_WORKER_DONE = object()  # what a worker hands over last
+
+
+class _BatchThreads:
+    """The thread side of _batch: workers take steps from the plan (under `condition`) and
+    hand results over (under `delivered`); stop() ends them and closes streams in flight."""
+
+    def __init__(self, client: Client, plan: _BatchPlan) -> None:
+        import collections
+        import threading
+
+        self.client = client
+        self.plan = plan
+        self.condition = threading.Condition()  # guards the plan
+        self.delivered = threading.Condition()  # guards results
+        self.results: Any = collections.deque()
+        self.streams: Dict[int, Any] = {}
+        self.streams_lock = threading.Lock()
+        count = min(plan.concurrency, plan.total)
+        self.workers = [threading.Thread(target=self.work, name="streamlite-batch", daemon=True) for _ in range(count)]
+
+    def next_step(self) -> Optional[_BatchRequest]:
+        """The next request to send, when the plan lets it start; None when all is done."""
+        with self.condition:
+            while True:
+                step = self.plan.take(time.monotonic())
+                if isinstance(step, _BatchRequest):
+                    return step
+                if self.plan.finished:
+                    self.condition.notify_all()
+                    return None
+                self.condition.wait(step)
+
+    def work(self) -> None:
+        try:
+            step = self.next_step()
+            while step is not None:
+                completion, error = _batch_send(self.client, step, self.streams, self.streams_lock)
+                with self.condition:
+                    result = self.plan.finish(step, completion, error, time.monotonic())
+                    self.condition.notify_all()
+                if result is not None:
+                    self.hand_over(result)
+                step = self.next_step()
+        finally:
+            self.hand_over(_BATCH_WORKER_DONE)
+
+    def hand_over(self, item: Any) -> None:
+        with self.delivered:
+            self.results.append(item)
+            self.delivered.notify()
+
+    def collect(self) -> Iterator[BatchResult]:
+        alive = len(self.workers)
+        while alive:
+            with self.delivered:
+                while not self.results:
+                    self.delivered.wait()
+                result = self.results.popleft()
+            if result is _BATCH_WORKER_DONE:
+                alive -= 1
+            else:
+                yield result
+
+    def stop(self) -> None:
+        with self.condition:
+            self.plan.stop()
+            self.condition.notify_all()
+        with self.streams_lock:
+            open_streams = list(self.streams.values())
+        for stream in open_streams:
+            stream.close()  # from this thread: the worker's read ends at once
+        deadline = time.monotonic() + 5.0
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def _batch_run(client: Client, prepared: Sequence[_BatchRequest], plan: _BatchPlan) -> Iterator[BatchResult]:
+    for request in prepared:
+        if request.problem is not None:
+            yield _batch_invalid(request)
+    threads = _BatchThreads(client, plan)
+    for worker in threads.workers:
+        worker.start()
+    try:
+        yield from threads.collect()
+        if plan.fatal is not None:
+            raise plan.fatal
+    finally:
+        threads.stop()
+
+
+async def _abatch_send(aclient: AsyncClient, request: _BatchRequest) -> Tuple[Optional[Completion], Optional[StreamliteError]]:
+    try:
+        messages, kwargs = _batch_call(request)
+        async with aclient.astream(messages, **kwargs) as stream:
+            async for _ in stream:
+                pass
+        return stream.completion, None
+    except (StreamliteError, TypeError, ValueError) as exc:
+        return None, _batch_outcome_error(exc)
+
+
+def _abatch(
+    aclient: AsyncClient,
+    requests: Iterable[Any],
+    *,
+    concurrency: int = 8,
+    rpm: Optional[float] = None,
+    tpm: Optional[float] = None,
+    retries: int = 0,
+    defaults: Optional[Mapping[str, Any]] = None,
+) -> Any:
+    """The asyncio twin of _batch: an async iterator of BatchResult on `concurrency` tasks."""
+    prepared = _batch_prepare(requests, defaults)
+    plan = _BatchPlan(prepared, concurrency=concurrency, rpm=rpm, tpm=tpm, retries=retries)
+    return _abatch_run(aclient, prepared, plan)
+
+
+class _BatchTasks:
+    """The asyncio side of _abatch: tasks take steps from the plan; `changed` wakes the ones
+    waiting for the plan to let them start."""
+
+    def __init__(self, aclient: AsyncClient, plan: _BatchPlan) -> None:
+        import asyncio
+
+        self.aclient = aclient
+        self.plan = plan
+        self.loop = asyncio.get_running_loop()
+        self.results: Any = asyncio.Queue()
+        self.changed = self.loop.create_future()  # resolved (and replaced) when the plan changes
+
+    def notify(self) -> None:
+        if not self.changed.done():
+            self.changed.set_result(None)
+        self.changed = self.loop.create_future()
+
+    async def work(self) -> None:
+        import asyncio
+
+        try:
+            while True:
+                step = self.plan.take(time.monotonic())
+                if isinstance(step, _BatchRequest):
+                    completion, error = await _abatch_send(self.aclient, step)
+                    result = self.plan.finish(step, completion, error, time.monotonic())
+                    self.notify()
+                    if result is not None:
+                        self.results.put_nowait(result)
+                elif self.plan.finished:
+                    self.notify()
+                    return
+                else:
+                    await asyncio.wait([self.changed], timeout=step)
+        finally:
+            self.results.put_nowait(_BATCH_WORKER_DONE)
+
+
+async def _abatch_run(aclient: AsyncClient, prepared: Sequence[_BatchRequest], plan: _BatchPlan) -> Any:
+    import asyncio
+
+    for request in prepared:
+        if request.problem is not None:
+            yield _batch_invalid(request)
+    tasks = _BatchTasks(aclient, plan)
+    workers = [asyncio.ensure_future(tasks.work()) for _ in range(min(plan.concurrency, plan.total))]
+    try:
+        alive = len(workers)
+        while alive:
+            result = await tasks.results.get()
+            if result is _BATCH_WORKER_DONE:
+                alive -= 1
+            else:
+                yield result
+        if plan.fatal is not None:
+            raise plan.fatal
+    finally:
+        plan.stop()
+        for worker in workers:
+            worker.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+
+
+def _batch_message(choice: Choice, base: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    message: Dict[str, Any] = dict(base) if base else {"role": "assistant"}
+    message.setdefault("role", "assistant")
+    if "content" not in message:
+        message["content"] = choice.content if choice.content or not (choice.tool_calls or choice.refusal) else None
+    if choice.refusal is not None:
+        message.setdefault("refusal", choice.refusal)
+    if choice.reasoning:
+        message.setdefault("reasoning_content", choice.reasoning)
+    if choice.tool_calls and "tool_calls" not in message:
+        message["tool_calls"] = [
+            {"id": call.id, "type": call.type, "function": {"name": call.name, "arguments": call.arguments}}
+            for call in choice.tool_calls
+        ]
+    return message
+
+
+def _batch_completion_body(completion: Completion) -> Dict[str, Any]:
+    """A Completion as the chat.completion object of a non-streaming answer."""
+    choices = completion.choices or (
+        Choice(index=0, content=completion.content, reasoning=completion.reasoning, refusal=completion.refusal,
+               tool_calls=completion.tool_calls, finish_reason=completion.finish_reason),
+    )
+    first = getattr(completion, "message", None)  # the round-trip message, where the client has one
+    usage = completion.usage
+    if usage is None:
+        usage_json: Optional[Dict[str, Any]] = None
+    elif usage.raw:
+        usage_json = dict(usage.raw)
+    else:
+        counts = (("prompt_tokens", usage.prompt_tokens), ("completion_tokens", usage.completion_tokens), ("total_tokens", usage.total_tokens))
+        usage_json = {name: value for name, value in counts if value is not None}
+    return {
+        "id": completion.id or "chatcmpl-" + os.urandom(12).hex(),
+        "object": "chat.completion",
+        "created": completion.created if completion.created is not None else int(time.time()),
+        "model": completion.model,
+        "choices": [
+            {
+                "index": choice.index,
+                "message": _batch_message(choice, first if choice.index == 0 and isinstance(first, Mapping) else None),
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+            for choice in choices
+        ],
+        "usage": usage_json,
+    }
+
+
+def _batch_error_code(error: StreamliteError) -> str:
+    if isinstance(error, APIError):
+        if isinstance(error.code, str) and error.code:
+            return error.code
+        return "http_%d" % error.status if error.status else "api_error"
+    if isinstance(error, APITimeoutError):
+        return "timeout"
+    if isinstance(error, APIConnectionError):
+        return "cut_off" if error.partial is not None else "connection_error"
+    if isinstance(error, ProtocolError):
+        return "protocol_error"
+    return "invalid_request"
+
+
+def _batch_output_line(result: BatchResult) -> Dict[str, Any]:
+    """A result in the OpenAI Batch output shape: {"id", "custom_id", "response": {"status_code",
+    "request_id", "body"}, "error"}. A failure has "error": {"code", "message"}, and a response
+    when the server answered: the partial chat.completion if part of it arrived, else its error body."""
+    line: Dict[str, Any] = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": result.custom_id, "response": None, "error": None}
+    error = result.error
+    if error is None:
+        assert result.completion is not None
+        line["response"] = {"status_code": 200, "request_id": result.request_id, "body": _batch_completion_body(result.completion)}
+        return line
+    line["error"] = {"code": _batch_error_code(error), "message": " ".join(str(error).split()) or type(error).__name__}
+    if error.partial is not None:
+        body: Any = _batch_completion_body(error.partial)
+    else:
+        body = getattr(error, "body", None)
+        body = body if isinstance(body, Mapping) else None
+    if result.status_code is not None or error.partial is not None:
+        line["response"] = {"status_code": result.status_code, "request_id": result.request_id, "body": body}
+    return line
 
 ###############################################################################
 # Command line ################################################################
@@ -5602,6 +6326,8 @@ def _run_cli(args: Any, printer: _Printer, retries: _Retries) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "batch":
+        return _batch_main(argv[1:])
     try:
         with _sigterm_interrupts():
             return _main(argv)
@@ -5775,6 +6501,256 @@ def _chat_turn(client: Client, args: Any, printer: _Printer, session: _ChatSessi
         printer.note("this turn is not kept; the session goes on")
         return
     session.add_turn(message, completion.message)
+
+
+_BATCH_EPILOG = """\
+input (IN.jsonl, "-" for stdin), one request per line:
+  {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "gpt-4.1", "messages": [...]}}
+  {"custom_id": "q2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
+  any other line is a prompt (custom_id line-N, N its line number)
+
+output: one line per request in the OpenAI Batch output shape, in completion order. When OUT
+exists, requests that already have a success line in it are skipped: run the same command again
+until it exits 0.
+
+examples:
+  streamlite batch prompts.txt -o results.jsonl -m gpt-4.1-mini --rpm 500
+  streamlite batch requests.jsonl -o part-2.jsonl --shard 2/4 -j 16
+
+exit codes:
+  0 every request succeeded   3 some failed (each failure is a line in OUT)   2 usage error
+  4 the server could not be reached   5 timeout   130 interrupted
+"""
+
+
+def _batch_parse_args(argv: Sequence[str]) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="streamlite batch",
+        description="Run every request of a JSONL file (or a file of prompts): paced, retried, resumable.",
+        epilog=_BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("input", metavar="IN.jsonl", help='the requests, one per line ("-": stdin)')
+    add("-o", "--output", metavar="OUT.jsonl", help="append results here, skipping requests already done (default: stdout)")
+    add("-j", "--concurrency", type=int, default=8, metavar="N", help="requests in flight at most (default 8)")
+    add("--rpm", type=float, metavar="N", help="requests per minute, spaced evenly")
+    add("--tpm", type=float, metavar="N", help="tokens per minute (estimated: text length / 4 + max_tokens)")
+    add("--shard", metavar="K/N", help="run only the K-th of N parts (by custom_id), for N machines or jobs")
+    add("--quiet", action="store_true", help="no progress on stderr, only errors")
+    add("-m", "--model", default=os.environ.get("STREAMLITE_MODEL"), help="model, unless a line gives one (default: $STREAMLITE_MODEL)")
+    add("-s", "--system", help="a system message, for lines without one")
+    add("--api", choices=("chat", "responses", "completions"), help="the API, unless a line's url says (default chat)")
+    add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
+    add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
+    add("-t", "--temperature", type=float)
+    add("--max-tokens", type=int)
+    add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON", help="any other body field, for lines without it")
+    add("--no-usage", action="store_true", help="do not ask for the usage chunk")
+    add("--connect-timeout", type=float, default=10.0, metavar="S")
+    add("--read-timeout", type=float, default=120.0, metavar="S", help="longest silence (default 120)")
+    add("--total-timeout", type=float, metavar="S", help="deadline for each request")
+    add("--max-retries", type=int, default=2, help="retries of a failed request (rate limits: until the server lets it through)")
+    add("--ca-file", help="CA bundle for TLS (also $SSL_CERT_FILE)")
+    add("--insecure", action="store_true", help="do not verify TLS certificates")
+    add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
+    args = parser.parse_args(argv)
+    try:
+        args.body = _extra_fields(args.extra)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+class _BatchProgress:
+    """Progress on stderr: a live line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, plan: _BatchPlan, skipped: int, invalid: int, quiet: bool) -> None:
+        import threading
+
+        self.plan = plan
+        self.skipped = skipped
+        self.total = plan.total + invalid  # invalid lines are failed results, never sent
+        self.succeeded = self.failed = 0  # results written so far
+        self.quiet = quiet
+        self.live = not quiet and sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="streamlite-batch-progress", daemon=True)
+        if not quiet:
+            self.thread.start()
+
+    def line(self) -> str:
+        plan = self.plan
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        finished = self.succeeded + self.failed
+        rate = finished * 60.0 / elapsed
+        left = self.total - finished
+        eta = " ETA %s" % _batch_duration(left * 60.0 / rate) if rate and left > 0 else ""
+        return "streamlite: batch: %d/%d done, %d failed, %d running, %.0f req/min, %.0f tokens/min%s" % (
+            finished, self.total, self.failed, plan.running, rate, plan.tokens * 60.0 / elapsed, eta)
+
+    def _run(self) -> None:
+        every = 0.5 if self.live else 5.0
+        while not self.stopped.wait(every):
+            self._write("\r\x1b[K" + self.line() if self.live else self.line() + "\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self, interrupted: bool = False) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(2.0)
+        if self.live:
+            self._write("\r\x1b[K")
+        if self.quiet:
+            return
+        summary = "streamlite: batch: %d succeeded, %d failed" % (self.succeeded, self.failed)
+        if self.skipped:
+            summary += ", %d already done" % self.skipped
+        if self.total - self.succeeded - self.failed:
+            summary += ", %d not run" % (self.total - self.succeeded - self.failed)
+        summary += " in %s; %d rate-limit answers (429)" % (_batch_duration(time.monotonic() - self.started), self.plan.throttled)
+        self._write(summary + "\n")
+
+
+def _batch_duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm%02ds" % divmod(seconds, 60)
+    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+
+
+class _BatchOutput:
+    """Writes each output line with one write and a flush: a kill leaves at most a torn last line."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        if path is None:
+            self.file: Any = sys.stdout.buffer
+            self.own = False
+        else:
+            try:
+                self.file = open(path, "ab", buffering=0)
+            except OSError as exc:
+                raise ConfigError("cannot write the output file %s: %s" % (path, exc.strerror or exc)) from None
+            self.own = True
+
+    def write(self, line: Dict[str, Any]) -> None:
+        data = (_json_text(line, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+        while data:
+            written = self.file.write(data)
+            data = data[written:] if written is not None else b""
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.own:
+            self.file.close()
+
+
+def _batch_main(argv: Sequence[str]) -> int:
+    """`streamlite batch ...`: run a file of requests; return the exit code."""
+    args = _batch_parse_args(argv)
+    try:
+        return _batch_cli(args)
+    except StreamliteError as exc:
+        _batch_stop_progress(args)
+        sys.stderr.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__))
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        _batch_stop_progress(args, interrupted=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _batch_stop_progress(args: Any, interrupted: bool = False) -> None:
+    progress = getattr(args, "progress", None)
+    if progress is not None:
+        args.progress = None
+        progress.close(interrupted)
+
+
+def _batch_cli(args: Any) -> int:
+    shard = _batch_shard(args.shard) if args.shard is not None else None
+    if args.concurrency < 1:
+        raise ConfigError("-j must be at least 1, got %d" % args.concurrency)
+    if args.max_retries < 0:
+        raise ConfigError("--max-retries must be >= 0, got %d" % args.max_retries)
+    _BatchPlan([], concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)  # checks them
+    client = _batch_client(args)
+    requests = _batch_prepare(_batch_parse_lines(_batch_input(args.input)), _batch_defaults(args))
+    if shard is not None:
+        requests = [request for request in requests if _batch_in_shard(request.custom_id, shard)]
+    done = _batch_resume(args.output, [request.custom_id for request in requests]) if args.output else set()
+    todo = [request for request in requests if request.custom_id not in done]
+    plan = _BatchPlan(todo, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)
+    output = _BatchOutput(args.output)
+    invalid = sum(request.problem is not None for request in todo)
+    args.progress = _BatchProgress(plan, len(requests) - len(todo), invalid, args.quiet)
+    progress = args.progress
+    try:
+        _batch_write(_batch_run(client, todo, plan), output, progress)
+    finally:
+        output.close()
+    _batch_stop_progress(args)
+    return EXIT_API_ERROR if progress.failed else EXIT_OK
+
+
+def _batch_write(results: Iterator[BatchResult], output: Any, progress: Any) -> None:
+    try:
+        for result in results:
+            output.write(_batch_output_line(result))
+            if result.error is None:
+                progress.succeeded += 1
+            else:
+                progress.failed += 1
+    finally:
+        results.close()  # type: ignore[attr-defined]
+
+
+def _batch_client(args: Any) -> Client:
+    api_key = os.environ.get(args.api_key_env, "")
+    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
+        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
+    # max_retries=0: every rate-limit answer reaches the batch at once, to pause all workers
+    return Client(
+        args.base_url, api_key, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout, max_retries=0, ca_file=args.ca_file, verify=not args.insecure,
+        proxy=args.proxy, include_usage=not args.no_usage,
+    )
+
+
+def _batch_input(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def _batch_defaults(args: Any) -> Dict[str, Any]:
+    """The fields the flags give every request that does not set them."""
+    defaults = dict(args.body)
+    for name, value in (("temperature", args.temperature), ("max_tokens", args.max_tokens), ("model", args.model),
+                        ("system", args.system), ("api", args.api if args.api != "chat" else None)):
+        if value is not None:
+            defaults[name] = value
+    return defaults
 
 
 def _console_main() -> None:  # pragma: no cover - the installed `streamlite` script
