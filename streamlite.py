@@ -18,14 +18,21 @@
 # NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
 # DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
 # OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
-"""Stream chat completions from any OpenAI-compatible API with nothing but the standard library.
+"""Stream model output from any OpenAI-compatible API with nothing but the standard library.
 
-One file, Python 3.8 or newer, no dependencies: copy it into a project and import it. The data
-path is socket bytes -> SSEDecoder -> json.loads -> parse_chunk -> typed deltas -> Accumulator.
+One file, Python 3.8 or newer, no dependencies: copy it into a project and import it. The path
+of the data:
 
-Sections, top to bottom (each uses only the ones above it; `grep -n '^# .* ####' streamlite.py`
-prints them): errors, value types, SSE decoder (sans-I/O), chunk decoding, accumulator,
-transport, client API, command line.
+    request:  messages/prompt -> wire dialect: body + path -> HTTP/1.1 request bytes -> driver (send)
+    response: driver (recv) -> HTTP response parser -> body framing + inflate -> SSE decoder -> JSON
+              -> wire dialect: event -> deltas -> caller          (+ Accumulator -> Completion)
+
+Everything between the two ends is free of I/O and works on bytes and objects; the two drivers
+(sync sockets, asyncio streams) only connect, send, receive into the parser, enforce timeouts
+and keep idle connections. Sections, top to bottom, each using only the ones above it
+(`grep -n '^# .* ####' streamlite.py` prints them): Errors, Helpers, Value types, SSE decoder,
+Wire dialects (chat, Responses, legacy completions), Accumulator, Stream decoding, HTTP/1.1,
+Connection settings, Sync driver, Async driver, Client API (with batch), Command line.
 """
 
 from __future__ import annotations
@@ -2391,6 +2398,31 @@ class _StreamDecoder:
             return None
         return chunk
 
+    def closing(self) -> Iterator[Delta]:
+        """After the last piece: the deltas held back, then the error (or the cut-off) raised."""
+        for delta in self.flush():
+            self.add(delta)
+            yield delta
+        if self.error is None and not self.done:
+            self.end()
+        if self.error is not None:
+            raise self.error
+
+    def whole(self, body: bytes) -> Iterator[Delta]:
+        """The deltas of a 200 application/json body, each added (closing() follows)."""
+        for delta in self.whole_json(body):
+            self.add(delta)
+            yield delta
+
+    def attach(self, counters: Any) -> None:
+        """The connection the body comes on: its byte counters, and whether it was reused."""
+        self.counters = counters
+        self.connection_reused = counters.reused
+
+    def ended(self) -> None:
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+
     def flush(self) -> List[Delta]:
         """Deltas held back until the stream ends (a trailing partial <think> tag)."""
         out = self.dialect.flush()
@@ -2958,8 +2990,11 @@ class _ResponseParser:
         self._framer = _BodyFramer(False, None, None)
 
     def feed_head(self, data: bytes) -> Optional[bytes]:
-        """Add bytes of the head; once the final head is complete, return the bytes after it."""
+        """Add bytes of the head; once the final head is complete, return the bytes after it.
+        No bytes: the connection closed before the head was complete."""
         assert self._reading is not None
+        if not data:
+            raise _closed_before_responding()
         rest = self._reading.feed(data)
         if rest is not None:
             self.head, self._reading = self._reading, None
@@ -3372,6 +3407,11 @@ class _Budget:
         self.idle = idle
         self.deadline = deadline
 
+    def grace(self, seconds: float) -> _Budget:
+        """A budget of at most `seconds` from now, within the deadline."""
+        ends = time.monotonic() + seconds
+        return _Budget(seconds, ends if self.deadline is None else min(ends, self.deadline))
+
     def timeout(self) -> float:
         if self.deadline is None:
             return self.idle
@@ -3493,6 +3533,59 @@ def _tunnel_closed(proxy: _Proxy) -> APIConnectionError:
     return APIConnectionError("the proxy %s:%d closed the connection during CONNECT" % (proxy.host, proxy.port))
 
 
+class _ConnectionState:
+    """What both drivers' connections keep besides their streams: the pool key, when an idle
+    one expires, whether it is reused, and the byte counters of the current response."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.expires = 0.0  # when an idle connection must no longer be used
+        self.reused = False
+        self.bytes = 0
+        self.first_byte_at: Optional[float] = None
+
+    def start(self) -> None:
+        """A new request on this connection: its counters start again."""
+        self.bytes = 0
+        self.first_byte_at = None
+
+    def count(self, data: bytes) -> bytes:
+        if data:
+            if self.first_byte_at is None:
+                self.first_byte_at = time.monotonic()
+            self.bytes += len(data)
+        return data
+
+    def read_failure(self, exc: OSError) -> APIConnectionError:
+        """The error for an OSError while reading a response."""
+        if isinstance(exc, ConnectionResetError) and not self.bytes:
+            return _closed_before_responding()
+        return _broken_connection(exc)
+
+
+def _settle(pool: Optional[_Pool], conn: Any, parser: _ResponseParser) -> None:
+    """A connection whose response is over: back to the pool if its body was read to the end and
+    the server keeps it open, else closed."""
+    if pool is not None and parser.reusable and parser.head is not None:
+        conn.expires = time.monotonic() + parser.head.idle_timeout(_KEEP_ALIVE_SECONDS)
+        for old in pool.put(conn):
+            old.close()
+    else:
+        conn.close()
+
+
+def _error_response(head: _Head, body: bytearray) -> APIError:
+    """The APIError of a response that is not 2xx, from what arrived of its body."""
+    return _error_from_body(head.status, head.reason, head.headers, bytes(body[:MAX_ERROR_BODY_BYTES]))
+
+
+def _exchange_failure(exc: BaseException) -> BaseException:
+    """What to raise for a failure while a request is sent or its head read."""
+    if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
+        return _closed_before_responding()
+    return exc
+
+
 class _Pool:
     """Idle connections by origin, most recent last, for reuse (no I/O: the drivers open, check
     and close them). Thread-safe; a connection is either here or owned by one stream. take()
@@ -3518,6 +3611,19 @@ class _Pool:
             else:
                 del self._idle[key]
         return conn, expired
+
+    def reuse(self, key: Any) -> Optional[Any]:
+        """An idle connection to reuse, or None; expired ones, and stale ones (conn.is_stale():
+        the server closed them meanwhile), are closed."""
+        while True:
+            conn, expired = self.take(key, time.monotonic())
+            for old in expired:
+                old.close()
+            if conn is None or not conn.is_stale():
+                if conn is not None:
+                    conn.reused = True
+                return conn
+            conn.close()
 
     def put(self, conn: Any) -> List[Any]:
         with self._lock:
@@ -3552,12 +3658,13 @@ class _Request:
         payload = {key: value for key, value in self.payload.items() if key != field}
         return _Request(self.endpoint, self.headers, payload, self.deadline, self.secrets)
 
-    def head(self, proxy: Optional[_Proxy], keep_alive: bool) -> bytes:
+    def wire(self, proxy: Optional[_Proxy], keep_alive: bool) -> bytes:
+        """The bytes to send: the head and the body, in one write."""
         endpoint, headers, target = self.endpoint, self.headers, self.endpoint.target
         if proxy is not None and endpoint.scheme == "http":
             target = endpoint.origin + target  # absolute-form, to a forwarding proxy
             headers = dict(headers, **proxy.headers)
-        return _request_head("POST", target, _host_header(endpoint), headers, len(self.body), keep_alive)
+        return _request_head("POST", target, _host_header(endpoint), headers, len(self.body), keep_alive) + self.body
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
@@ -3586,9 +3693,22 @@ class _Link:
         self.closed = False  # close() was called
         self.reading = False  # an async read is under way
 
+    def pool(self, session: _Session) -> Optional[_Pool]:
+        """Where the connection goes when the stream ends: nowhere once close() was called."""
+        return None if self.closed else session.pool
+
 
 def _closed_by_caller() -> APIConnectionError:
     return APIConnectionError("the stream was closed (close() was called) while it was being read")
+
+
+def _check_resend(error: APIConnectionError, link: _Link, decoder: _StreamDecoder) -> None:
+    """Raise unless a stream whose connection failed may send its request again: not after a
+    delta was handed out, not after a timeout, not when the caller closed it."""
+    if link.closed:
+        raise _closed_by_caller() from None
+    if decoder.delivered or isinstance(error, APITimeoutError):
+        raise error
 
 
 class _Session:
@@ -3618,6 +3738,12 @@ class _Session:
         if self.on_retry is not None:
             self.on_retry(decoder.retries, _scrub(error, request.secrets), delay)
         return delay, request
+
+    def route(self, request: _Request) -> Tuple[_Settings, Optional[_Proxy], _Budget, Any]:
+        """How to send a request: the settings, its proxy, its read budget, its pool key."""
+        proxy = self.settings.proxy_for(request.endpoint)
+        budget = _Budget(self.settings.read_timeout, request.deadline)
+        return self.settings, proxy, budget, _connection_key(request.endpoint, proxy)
 
     def idle(self) -> List[Any]:
         """The idle connections, taken out of the pool for the caller to close."""
@@ -3703,16 +3829,12 @@ def _sync_tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: 
     _tunnel_answer(head, rest, endpoint, proxy)
 
 
-class _SyncConnection:
+class _SyncConnection(_ConnectionState):
     """A connected socket (tunnel and TLS done); reads and writes bounded by a budget."""
 
     def __init__(self, sock: socket.socket, key: Any) -> None:
+        super().__init__(key)
         self.sock = sock
-        self.key = key
-        self.expires = 0.0  # when an idle connection must no longer be used
-        self.reused = False
-        self.bytes = 0
-        self.first_byte_at: Optional[float] = None
         self._timeout: Optional[float] = None  # the socket's, changed only when it must be
 
     def recv(self, budget: _Budget, size: int = _READ_SIZE) -> bytes:
@@ -3721,18 +3843,11 @@ class _SyncConnection:
             self.sock.settimeout(timeout)
             self._timeout = timeout
         try:
-            data = self.sock.recv(size)
+            return self.count(self.sock.recv(size))
         except socket.timeout:
             raise budget.expired() from None
         except OSError as exc:
-            if isinstance(exc, ConnectionResetError) and not self.bytes:
-                raise _closed_before_responding() from None
-            raise _broken_connection(exc) from None
-        if data:
-            if self.first_byte_at is None:
-                self.first_byte_at = time.monotonic()
-            self.bytes += len(data)
-        return data
+            raise self.read_failure(exc) from None
 
     def send(self, data: bytes, budget: _Budget) -> None:
         """Send it all; an OSError is the caller's to judge (a stale connection?)."""
@@ -3753,16 +3868,12 @@ class _SyncConnection:
                 return False
             self.sock.setblocking(False)
             self._timeout = None
-            return bool(self.sock.recv(1)) or True
+            self.sock.recv(1)
+            return True  # closed (b""), or bytes nobody asked for
         except (BlockingIOError, ValueError):
             return False
         except OSError as exc:  # ssl.SSLWantReadError: only a TLS record, no data
             return type(exc).__name__ != "SSLWantReadError"
-
-    def start(self) -> None:
-        """A new request on this connection: its counters start again."""
-        self.bytes = 0
-        self.first_byte_at = None
 
     def shutdown(self) -> None:
         """Wake a reader blocked in recv in another thread (close() alone does not)."""
@@ -3775,53 +3886,30 @@ class _SyncConnection:
         self.sock.close()
 
 
-def _sync_take(pool: Optional[_Pool], key: Any) -> Optional[_SyncConnection]:
-    """An idle connection to reuse, or None; stale and expired ones are closed."""
-    while pool is not None:
-        conn, expired = pool.take(key, time.monotonic())
-        for old in expired:
-            old.close()
-        if conn is None:
-            return None
-        if not conn.is_stale():
-            conn.reused = True
-            return conn  # type: ignore[no-any-return]
-        conn.close()
-    return None
-
-
 def _sync_exchange(session: _Session, request: _Request) -> _SyncResponse:
     """Send the request on an idle or a new connection and read the response head. A reused
     connection that fails while the request is being sent is replaced and the request sent
     again: the server cannot have had all of it (that is not a retry)."""
-    settings = session.settings
-    proxy = settings.proxy_for(request.endpoint)
-    budget = _Budget(settings.read_timeout, request.deadline)
-    conn = _sync_take(session.pool, _connection_key(request.endpoint, proxy))
+    settings, proxy, budget, key = session.route(request)
+    conn = session.pool.reuse(key) if session.pool is not None else None
     if conn is None:
         conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
-    data = request.head(proxy, settings.keep_alive) + request.body
     try:
         try:
-            conn.send(data, budget)
+            conn.send(request.wire(proxy, settings.keep_alive), budget)
         except OSError:
             if not conn.reused:
                 raise
             conn.close()
             conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
-            conn.send(data, budget)
+            conn.send(request.wire(proxy, settings.keep_alive), budget)
         conn.start()
         parser, rest = _ResponseParser(), None
         while rest is None:
-            received = conn.recv(budget)
-            if not received:
-                raise _closed_before_responding()
-            rest = parser.feed_head(received)
+            rest = parser.feed_head(conn.recv(budget))
     except BaseException as exc:
         conn.close()
-        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
-            raise _closed_before_responding() from None
-        raise
+        raise _exchange_failure(exc) from None
     return _SyncResponse(conn, parser, rest, budget)
 
 
@@ -3830,11 +3918,11 @@ class _SyncResponse:
 
     def __init__(self, conn: _SyncConnection, parser: _ResponseParser, rest: bytes, budget: _Budget) -> None:
         self.conn: Optional[_SyncConnection] = conn
+        self.counters = conn
         self.parser = parser
         self.head: _Head = parser.head  # type: ignore[assignment]
         self.budget = budget
         self._rest = rest  # body bytes that came with the head
-        self.counters = conn
 
     def pieces(self) -> Iterator[bytes]:
         """The body, piece by piece as it arrives (de-chunked and inflated)."""
@@ -3851,9 +3939,8 @@ class _SyncResponse:
                 parser.eof()
                 return
 
-    def read(self, limit: int, out: Optional[bytearray] = None) -> bytes:
-        """The body, up to `limit` bytes (more is not read); into `out` when given."""
-        out = bytearray() if out is None else out
+    def read(self, limit: int, out: bytearray) -> bytes:
+        """The body into `out`, up to `limit` bytes (more is not read)."""
         for piece in self.pieces():
             out += piece
             if len(out) > limit:
@@ -3869,35 +3956,22 @@ class _SyncResponse:
         except StreamliteError:
             pass
         self.release(pool, False)
-        return _error_from_body(self.head.status, self.head.reason, self.head.headers, bytes(body[:MAX_ERROR_BODY_BYTES]))
+        return _error_response(self.head, body)
 
     def release(self, pool: Optional[_Pool], done: bool) -> None:
         """Give the connection back for reuse if its body was read to the end (after the
         stream's last event, the end may take a moment: _DONE_GRACE_SECONDS), else close it."""
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        if pool is not None and done and not self.parser.complete:
-            self._drain(conn)
-        if pool is not None and self.parser.reusable:
-            conn.expires = time.monotonic() + self.head.idle_timeout(_KEEP_ALIVE_SECONDS)
-            for old in pool.put(conn):
-                old.close()
-        else:
-            conn.close()
-
-    def _drain(self, conn: _SyncConnection) -> None:
-        ends = time.monotonic() + _DONE_GRACE_SECONDS
-        deadline = ends if self.budget.deadline is None else min(ends, self.budget.deadline)
-        self.budget = _Budget(_DONE_GRACE_SECONDS, deadline)
-        self.conn = conn
-        try:
-            for _ in self.pieces():
+        conn = self.conn
+        if conn is not None and pool is not None and done and not self.parser.complete:
+            self.budget = self.budget.grace(_DONE_GRACE_SECONDS)
+            try:
+                for _ in self.pieces():
+                    pass
+            except StreamliteError:
                 pass
-        except StreamliteError:
-            pass
-        finally:
-            self.conn = None
+        self.conn = None
+        if conn is not None:
+            _settle(pool, conn, self.parser)
 
     def abort(self) -> None:
         """Close the connection now, also under a reader in another thread."""
@@ -3912,8 +3986,7 @@ def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) ->
         try:
             response = _sync_exchange(session, request)
             if 200 <= response.head.status < 300:
-                decoder.connection_reused = response.counters.reused
-                decoder.counters = response.counters
+                decoder.attach(response.counters)
                 return response
             error: StreamliteError = response.http_error(session.pool)
         except APIConnectionError as exc:
@@ -3933,10 +4006,7 @@ def _sync_deltas(session: _Session, request: _Request, decoder: _StreamDecoder, 
                 yield from _sync_read(link.response, decoder)
                 return
             except APIConnectionError as exc:
-                if link.closed:
-                    raise _closed_by_caller() from None
-                if decoder.delivered or isinstance(exc, APITimeoutError):
-                    raise
+                _check_resend(exc, link, decoder)
                 link.response.release(None, False)
                 delay, request = session.next_attempt(exc, request, decoder)
                 time.sleep(delay)
@@ -3945,32 +4015,22 @@ def _sync_deltas(session: _Session, request: _Request, decoder: _StreamDecoder, 
     except StreamliteError as exc:
         raise decoder.attach_partial(exc, request.secrets)
     finally:
-        if decoder.ended_at is None:
-            decoder.ended_at = time.monotonic()
-        link.response.release(None if link.closed else session.pool, decoder.done)
+        decoder.ended()
+        link.response.release(link.pool(session), decoder.done)
 
 
 def _sync_read(response: _SyncResponse, decoder: _StreamDecoder) -> Iterator[Delta]:
-    add = decoder.add
     if decoder.is_json:
-        for delta in decoder.whole_json(response.read(decoder.max_event_bytes)):
-            add(delta)
-            yield delta
+        yield from decoder.whole(response.read(decoder.max_event_bytes, bytearray()))
     else:
-        feed = decoder.feed
+        add, feed = decoder.add, decoder.feed
         for piece in response.pieces():
             for delta in feed(piece):
                 add(delta)
                 yield delta
             if decoder.error is not None or decoder.done:
                 break
-        for delta in decoder.flush():
-            add(delta)
-            yield delta
-        if decoder.error is None and not decoder.done:
-            decoder.end()
-    if decoder.error is not None:
-        raise decoder.error
+    yield from decoder.closing()
 
 
 ###############################################################################
@@ -3980,7 +4040,7 @@ def _sync_read(response: _SyncResponse, decoder: _StreamDecoder) -> Iterator[Del
 # Strategy: the sync driver's functions, in the same order, on asyncio streams. Each read is
 # bounded by the same budget (computed before the read is started, so an expired deadline
 # never leaves a coroutine unawaited). Connections remember their event loop and are never
-# used from another.
+# used from another; asyncio.run() closes a loop's idle connections before the loop closes.
 
 
 async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
@@ -4030,38 +4090,28 @@ async def _async_tunnel(endpoint: _Endpoint, proxy: _Proxy, context: Any) -> Tup
     return reader, writer
 
 
-class _AsyncConnection:
-    """A connected asyncio stream pair; reads and writes bounded by a budget."""
+class _AsyncConnection(_ConnectionState):
+    """A connected asyncio stream pair; reads and writes bounded by a budget. Its pool key
+    holds its event loop."""
 
     def __init__(self, reader: Any, writer: Any, key: Any) -> None:
         import asyncio
 
+        self.loop = asyncio.get_running_loop()
+        super().__init__((key, id(self.loop)))
         self.reader = reader
         self.writer = writer
-        self.key = key
-        self.loop = asyncio.get_running_loop()
-        self.expires = 0.0
-        self.reused = False
-        self.bytes = 0
-        self.first_byte_at: Optional[float] = None
 
     async def recv(self, budget: _Budget, size: int = _READ_SIZE) -> bytes:
         import asyncio
 
         timeout = budget.timeout()  # before the read is made: an expired deadline raises here
         try:
-            data: bytes = await asyncio.wait_for(self.reader.read(size), timeout)
+            return self.count(await asyncio.wait_for(self.reader.read(size), timeout))
         except asyncio.TimeoutError:
             raise budget.expired() from None
         except OSError as exc:
-            if isinstance(exc, ConnectionResetError) and not self.bytes:
-                raise _closed_before_responding() from None
-            raise _broken_connection(exc) from None
-        if data:
-            if self.first_byte_at is None:
-                self.first_byte_at = time.monotonic()
-            self.bytes += len(data)
-        return data
+            raise self.read_failure(exc) from None
 
     async def send(self, data: bytes, budget: _Budget) -> None:
         import asyncio
@@ -4081,10 +4131,6 @@ class _AsyncConnection:
         reader = self.reader
         return bool(reader.at_eof() or self.writer.is_closing() or reader.exception() or getattr(reader, "_buffer", b""))
 
-    def start(self) -> None:
-        self.bytes = 0
-        self.first_byte_at = None
-
     def shutdown(self) -> None:
         """Stop a read under way in another task: the transport closes at once."""
         try:
@@ -4099,54 +4145,29 @@ class _AsyncConnection:
             pass
 
 
-def _async_take(pool: Optional[_Pool], key: Any) -> Optional[_AsyncConnection]:
-    """An idle connection to reuse, or None; stale and expired ones are closed."""
-    while pool is not None:
-        conn, expired = pool.take(key, time.monotonic())
-        for old in expired:
-            old.close()
-        if conn is None:
-            return None
-        if not conn.is_stale():
-            conn.reused = True
-            return conn  # type: ignore[no-any-return]
-        conn.close()
-    return None
-
-
 async def _async_exchange(session: _Session, request: _Request) -> _AsyncResponse:
     """Send the request on an idle or a new connection and read the response head (as
     _sync_exchange)."""
-    settings = session.settings
-    proxy = settings.proxy_for(request.endpoint)
-    budget = _Budget(settings.read_timeout, request.deadline)
-    conn = _async_take(session.pool, (_connection_key(request.endpoint, proxy), id(_running_loop())))
+    settings, proxy, budget, key = session.route(request)
+    conn = session.pool.reuse((key, id(_running_loop()))) if session.pool is not None else None
     if conn is None:
         conn = await _async_connect(settings, request.endpoint, proxy, request.deadline)
-        conn.key = (conn.key, id(conn.loop))
-    data = request.head(proxy, settings.keep_alive) + request.body
     try:
         try:
-            await conn.send(data, budget)
+            await conn.send(request.wire(proxy, settings.keep_alive), budget)
         except OSError:
             if not conn.reused:
                 raise
             conn.close()
             conn = await _async_connect(settings, request.endpoint, proxy, request.deadline)
-            conn.key = (conn.key, id(conn.loop))
-            await conn.send(data, budget)
+            await conn.send(request.wire(proxy, settings.keep_alive), budget)
         conn.start()
         parser, rest = _ResponseParser(), None
         while rest is None:
-            received = await conn.recv(budget)
-            if not received:
-                raise _closed_before_responding()
-            rest = parser.feed_head(received)
+            rest = parser.feed_head(await conn.recv(budget))
     except BaseException as exc:
         conn.close()
-        if isinstance(exc, OSError) and not isinstance(exc, StreamliteError):
-            raise _closed_before_responding() from None
-        raise
+        raise _exchange_failure(exc) from None
     return _AsyncResponse(conn, parser, rest, budget)
 
 
@@ -4161,30 +4182,28 @@ class _AsyncResponse:
 
     def __init__(self, conn: _AsyncConnection, parser: _ResponseParser, rest: bytes, budget: _Budget) -> None:
         self.conn: Optional[_AsyncConnection] = conn
+        self.counters = conn
         self.parser = parser
         self.head: _Head = parser.head  # type: ignore[assignment]
         self.budget = budget
         self._rest = rest
-        self.counters = conn
 
     async def pieces(self) -> AsyncIterator[bytes]:
         """The body, piece by piece as it arrives (de-chunked and inflated)."""
         parser, conn, budget = self.parser, self.conn, self.budget
         assert conn is not None
         data, self._rest = self._rest, b""
-        while True:
-            if data:
-                for piece in parser.feed(data):
-                    yield piece
+        while not parser.complete:
+            for piece in parser.feed(data) if data else ():
+                yield piece
             if parser.complete:
-                return
+                break
             data = await conn.recv(budget, parser.wanted())
             if not data:
                 parser.eof()
-                return
+                break
 
-    async def read(self, limit: int, out: Optional[bytearray] = None) -> bytes:
-        out = bytearray() if out is None else out
+    async def read(self, limit: int, out: bytearray) -> bytes:
         async for piece in self.pieces():
             out += piece
             if len(out) > limit:
@@ -4198,34 +4217,22 @@ class _AsyncResponse:
         except StreamliteError:
             pass
         await self.release(pool, False)
-        return _error_from_body(self.head.status, self.head.reason, self.head.headers, bytes(body[:MAX_ERROR_BODY_BYTES]))
+        return _error_response(self.head, body)
 
     async def release(self, pool: Optional[_Pool], done: bool) -> None:
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
-        if pool is not None and done and not self.parser.complete:
-            await self._drain(conn)
-        if pool is not None and self.parser.reusable:
-            conn.expires = time.monotonic() + self.head.idle_timeout(_KEEP_ALIVE_SECONDS)
-            await _watch_loop(pool, conn.key[1])
-            for old in pool.put(conn):
-                old.close()
-        else:
-            conn.close()
-
-    async def _drain(self, conn: _AsyncConnection) -> None:
-        ends = time.monotonic() + _DONE_GRACE_SECONDS
-        deadline = ends if self.budget.deadline is None else min(ends, self.budget.deadline)
-        self.budget = _Budget(_DONE_GRACE_SECONDS, deadline)
-        self.conn = conn
-        try:
-            async for _ in self.pieces():
+        conn = self.conn
+        if conn is not None and pool is not None and done and not self.parser.complete:
+            self.budget = self.budget.grace(_DONE_GRACE_SECONDS)
+            try:
+                async for _ in self.pieces():
+                    pass
+            except StreamliteError:
                 pass
-        except StreamliteError:
-            pass
-        finally:
-            self.conn = None
+        self.conn = None
+        if conn is not None:
+            if pool is not None and self.parser.reusable:
+                await _watch_loop(pool, conn.key[1])
+            _settle(pool, conn, self.parser)
 
     def abort(self) -> None:
         conn = self.conn
@@ -4267,8 +4274,7 @@ async def _async_open(session: _Session, request: _Request, decoder: _StreamDeco
         try:
             response = await _async_exchange(session, request)
             if 200 <= response.head.status < 300:
-                decoder.connection_reused = response.counters.reused
-                decoder.counters = response.counters
+                decoder.attach(response.counters)
                 return response
             error: StreamliteError = await response.http_error(session.pool)
         except APIConnectionError as exc:
@@ -4290,10 +4296,7 @@ async def _async_deltas(session: _Session, request: _Request, decoder: _StreamDe
                     yield delta
                 return
             except APIConnectionError as exc:
-                if link.closed:
-                    raise _closed_by_caller() from None
-                if decoder.delivered or isinstance(exc, APITimeoutError):
-                    raise
+                _check_resend(exc, link, decoder)
                 await link.response.release(None, False)
                 delay, request = session.next_attempt(exc, request, decoder)
                 await asyncio.sleep(delay)
@@ -4302,32 +4305,25 @@ async def _async_deltas(session: _Session, request: _Request, decoder: _StreamDe
     except StreamliteError as exc:
         raise decoder.attach_partial(exc, request.secrets)
     finally:
-        if decoder.ended_at is None:
-            decoder.ended_at = time.monotonic()
-        await link.response.release(None if link.closed else session.pool, decoder.done)
+        decoder.ended()
+        await link.response.release(link.pool(session), decoder.done)
 
 
 async def _async_read(response: _AsyncResponse, decoder: _StreamDecoder) -> AsyncIterator[Delta]:
-    add = decoder.add
     if decoder.is_json:
-        for delta in decoder.whole_json(await response.read(decoder.max_event_bytes)):
-            add(delta)
+        body = await response.read(decoder.max_event_bytes, bytearray())
+        for delta in decoder.whole(body):
             yield delta
     else:
-        feed = decoder.feed
+        add, feed = decoder.add, decoder.feed
         async for piece in response.pieces():
             for delta in feed(piece):
                 add(delta)
                 yield delta
             if decoder.error is not None or decoder.done:
                 break
-        for delta in decoder.flush():
-            add(delta)
-            yield delta
-        if decoder.error is None and not decoder.done:
-            decoder.end()
-    if decoder.error is not None:
-        raise decoder.error
+    for delta in decoder.closing():
+        yield delta
 
 
 ###############################################################################
@@ -5987,11 +5983,12 @@ def _format_stats(stats: Stats) -> str:
         return "-" if value is None else "%.1f ms" % (value * 1000)
 
     rate = _rate(stats)
-    return "streamlite: stats: first byte %s, first reasoning %s, first content %s, total %s, %s, %d events, gaps p50 %s p95 %s max %s, %d bytes, %d retries" % (
+    return "streamlite: stats: first byte %s, first reasoning %s, first content %s, total %s, %s, %d events, gaps p50 %s p95 %s max %s, %d bytes, %d retries, %s connection" % (
         seconds(stats.time_to_first_byte), seconds(stats.time_to_first_reasoning),
         seconds(stats.time_to_first_content), seconds(stats.duration),
         "-" if rate is None else "%.1f tokens/s" % rate, stats.events,
         millis(stats.gap_p50), millis(stats.gap_p95), millis(stats.gap_max), stats.bytes, stats.retries,
+        "reused" if stats.connection_reused else "new",
     )
 
 

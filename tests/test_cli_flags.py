@@ -706,7 +706,7 @@ STATS = re.compile(
     r"^streamlite: stats: first byte (?P<byte>[\d.]+) s, first reasoning (?P<reasoning>[\d.]+) s, "
     r"first content (?P<content>[\d.]+) s, total (?P<total>[\d.]+) s, (?P<rate>[\d.]+) tokens/s, "
     r"(?P<events>\d+) events, gaps p50 (?P<p50>[\d.]+) ms p95 (?P<p95>[\d.]+) ms max (?P<max>[\d.]+) ms, "
-    r"(?P<bytes>\d+) bytes, (?P<retries>\d+) retries$"
+    r"(?P<bytes>\d+) bytes, (?P<retries>\d+) retries, (?P<connection>new|reused) connection$"
 )
 
 
@@ -715,7 +715,7 @@ def _stats(stderr):
     assert len(lines) == 1, stderr
     match = STATS.match(lines[0])
     assert match, lines[0]
-    return {name: float(value) for name, value in match.groupdict().items()}
+    return {name: value if name == "connection" else float(value) for name, value in match.groupdict().items()}
 
 
 def test_stats_figures_match_what_the_server_sent():
@@ -727,6 +727,7 @@ def test_stats_figures_match_what_the_server_sent():
     assert result.stderr.startswith(SSE_REASONING + "\nstreamlite: stats:")
     assert stats["events"] == 7  # six chunks and [DONE]; the comment is not an event
     assert stats["retries"] == 1 and len(rec.requests) == 2
+    assert stats["connection"] == "reused"  # the 503 had a length: the retry went on its connection
     assert stats["bytes"] == rec.sent[-1].count  # every byte of the answer that streamed
     assert 0 < stats["byte"] <= stats["reasoning"] <= stats["content"] <= stats["total"] < TIMEOUT
     assert stats["rate"] > 0
