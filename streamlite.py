@@ -55,6 +55,7 @@ from typing import (
     Iterator,
     List,
     Mapping,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
@@ -394,27 +395,23 @@ class Delta:
 
 
 @dataclass(frozen=True)
-class ContentDelta(Delta):
+class _TextDelta(Delta):
+    """The shape of the three kinds of text fragment (each compares equal only to its kind)."""
+
+    text: str
+    choice: int = 0
+
+
+class ContentDelta(_TextDelta):
     """A fragment of the answer text."""
 
-    text: str
-    choice: int = 0
 
-
-@dataclass(frozen=True)
-class ReasoningDelta(Delta):
+class ReasoningDelta(_TextDelta):
     """A fragment of the model's reasoning ("thinking") text."""
 
-    text: str
-    choice: int = 0
 
-
-@dataclass(frozen=True)
-class RefusalDelta(Delta):
+class RefusalDelta(_TextDelta):
     """A fragment of a refusal message (OpenAI structured outputs)."""
-
-    text: str
-    choice: int = 0
 
 
 @dataclass(frozen=True)
@@ -2569,18 +2566,14 @@ class _StreamDecoder:
         return _scrub(error, secrets)
 
 
-class _StreamOptions:
+class _StreamOptions(NamedTuple):
     """What a stream's decoding needs from its client and call."""
 
-    __slots__ = ("max_event_bytes", "accumulate", "tap", "think_tags", "api")
-
-    def __init__(self, max_event_bytes: int, accumulate: bool, tap: Optional[Callable[[bytes], None]],
-                 think_tags: bool, api: str) -> None:
-        self.max_event_bytes = max_event_bytes
-        self.accumulate = accumulate
-        self.tap = tap
-        self.think_tags = think_tags
-        self.api = api
+    max_event_bytes: int
+    accumulate: bool
+    tap: Optional[Callable[[bytes], None]]
+    think_tags: bool
+    api: str
 
 
 def _refuse_non_sse(content_type: str, first_piece: bytes) -> None:
@@ -4447,24 +4440,18 @@ _CLIENT_OPTIONS: Dict[str, Callable[[str, Any], Any]] = {
 }
 
 
-class _Call:
+class _Call(NamedTuple):
     """The per-call options of stream()/astream(): never sent in the body."""
 
-    __slots__ = ("model", "system", "api", "timeout", "extra_headers", "extra_body", "extra_query", "accumulate", "tap")
-
-    def __init__(self, model: Optional[str] = None, system: Optional[str] = None, api: Optional[str] = None,
-                 timeout: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None,
-                 extra_body: Optional[Mapping[str, Any]] = None, extra_query: Optional[Mapping[str, Any]] = None,
-                 accumulate: bool = True, tap: Optional[Callable[[bytes], None]] = None) -> None:
-        self.model = model
-        self.system = system
-        self.api = api
-        self.timeout = timeout
-        self.extra_headers = extra_headers
-        self.extra_body = extra_body
-        self.extra_query = extra_query
-        self.accumulate = accumulate
-        self.tap = tap
+    model: Optional[str] = None
+    system: Optional[str] = None
+    api: Optional[str] = None
+    timeout: Optional[float] = None
+    extra_headers: Optional[Mapping[str, str]] = None
+    extra_body: Optional[Mapping[str, Any]] = None
+    extra_query: Optional[Mapping[str, Any]] = None
+    accumulate: bool = True
+    tap: Optional[Callable[[bytes], None]] = None
 
 
 class _BaseClient:
@@ -4642,6 +4629,12 @@ class _StreamView:
         return log
 
 
+def _drained(log: Any) -> Iterator[Dict[str, Any]]:
+    """The chunks in a chunk log, oldest first, each taken out as it is handed over."""
+    while log:
+        yield log.popleft()
+
+
 def _never_started(generator: Any) -> bool:
     """Whether a generator was never iterated (as inspect.getgeneratorstate says GEN_CREATED)."""
     if generator.gi_frame is None or generator.gi_running:
@@ -4671,6 +4664,7 @@ class Stream(_StreamView):
         self._iterator = _sync_deltas(session, request, decoder, link)
 
     def __iter__(self) -> Iterator[Delta]:
+        self._handed_out = True  # the iterator lives on its own now (`for d in client.stream(...)`)
         return self._iterator  # type: ignore[return-value]
 
     def __next__(self) -> Delta:
@@ -4684,7 +4678,7 @@ class Stream(_StreamView):
 
     def __del__(self) -> None:
         iterator = getattr(self, "_iterator", None)
-        if iterator is not None and _never_started(iterator):
+        if iterator is not None and not getattr(self, "_handed_out", False) and _never_started(iterator):
             self.close()  # never iterated: no generator will close the connection
 
     def close(self) -> None:
@@ -4711,14 +4705,11 @@ class Stream(_StreamView):
         log = self._chunk_log()
         try:
             for _ in self:
-                while log:
-                    yield log.popleft()
-        except StreamliteError as exc:
-            while log:
-                yield log.popleft()
-            raise exc
-        while log:
-            yield log.popleft()
+                yield from _drained(log)
+        except StreamliteError:
+            yield from _drained(log)  # the chunks that came before the error, then the error
+            raise
+        yield from _drained(log)
 
 
 class AsyncStream(_StreamView):
@@ -4793,14 +4784,14 @@ class AsyncStream(_StreamView):
         log = self._chunk_log()
         try:
             async for _ in self:
-                while log:
-                    yield log.popleft()
+                for chunk in _drained(log):
+                    yield chunk
         except StreamliteError as exc:
-            while log:
-                yield log.popleft()
+            for chunk in _drained(log):
+                yield chunk
             raise exc
-        while log:
-            yield log.popleft()
+        for chunk in _drained(log):
+            yield chunk
 
 
 class Client(_BaseClient):
@@ -4834,20 +4825,10 @@ class Client(_BaseClient):
             from 1): to show what failed and how long the client waits.
     """
 
-    def stream(
-        self,
-        messages: Messages,
-        *,
-        model: Optional[str] = None,
-        system: Optional[str] = None,
-        api: Optional[str] = None,
-        timeout: Optional[float] = None,
-        extra_headers: Optional[Mapping[str, str]] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        accumulate: bool = True,
-        **body: Any,
-    ) -> Stream:
+    def stream(self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None,
+               api: Optional[str] = None, timeout: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None,
+               extra_body: Optional[Mapping[str, Any]] = None, extra_query: Optional[Mapping[str, Any]] = None,
+               accumulate: bool = True, **body: Any) -> Stream:
         """Send a streaming request and return its Stream.
 
         Args:
@@ -4880,7 +4861,7 @@ class Client(_BaseClient):
         """Run many requests (prompt strings, bodies or OpenAI Batch input objects) at most
         `concurrency` at a time, starts paced by `rpm`/`tpm`; yield a BatchResult for each in
         completion order. `body` fields (model=...) apply to requests that do not set them."""
-        return _batch(self, requests, concurrency=concurrency, rpm=rpm, tpm=tpm, defaults=body)
+        return _batch_run(self, *_batch_planned(requests, concurrency, rpm, tpm, body))
 
     def close(self) -> None:
         """Close the idle connections (streams still open keep theirs until they end)."""
@@ -4902,20 +4883,10 @@ class Client(_BaseClient):
 class AsyncClient(_BaseClient):
     """The asyncio client: the same options as Client, with astream() and acomplete()."""
 
-    def astream(
-        self,
-        messages: Messages,
-        *,
-        model: Optional[str] = None,
-        system: Optional[str] = None,
-        api: Optional[str] = None,
-        timeout: Optional[float] = None,
-        extra_headers: Optional[Mapping[str, str]] = None,
-        extra_body: Optional[Mapping[str, Any]] = None,
-        extra_query: Optional[Mapping[str, Any]] = None,
-        accumulate: bool = True,
-        **body: Any,
-    ) -> AsyncStream:
+    def astream(self, messages: Messages, *, model: Optional[str] = None, system: Optional[str] = None,
+                api: Optional[str] = None, timeout: Optional[float] = None, extra_headers: Optional[Mapping[str, str]] = None,
+                extra_body: Optional[Mapping[str, Any]] = None, extra_query: Optional[Mapping[str, Any]] = None,
+                accumulate: bool = True, **body: Any) -> AsyncStream:
         """Return an AsyncStream: `async with client.astream(...) as s: async for delta in s:`
         (arguments as Client.stream)."""
         call = _Call(model, system, api, timeout, extra_headers, extra_body, extra_query, accumulate)
@@ -4924,7 +4895,7 @@ class AsyncClient(_BaseClient):
     def abatch(self, requests: Iterable[Any], *, concurrency: int = 8, rpm: Optional[float] = None,
                tpm: Optional[float] = None, **body: Any) -> AsyncIterator[BatchResult]:
         """The async Client.batch: `async for result in aclient.abatch(requests, model=...)`."""
-        return _abatch(self, requests, concurrency=concurrency, rpm=rpm, tpm=tpm, defaults=body)  # type: ignore[no-any-return]
+        return _abatch_run(self, *_batch_planned(requests, concurrency, rpm, tpm, body))  # type: ignore[no-any-return]
 
     async def acomplete(self, messages: Messages, **options: Any) -> Completion:
         """Stream a completion to its end and return the Completion (options as astream())."""
@@ -5397,25 +5368,12 @@ def _batch_send(client: Client, request: _BatchRequest, streams: Dict[int, Any],
         return None, _batch_outcome_error(exc)
 
 
-def _batch(
-    client: Client,
-    requests: Iterable[Any],
-    *,
-    concurrency: int = 8,
-    rpm: Optional[float] = None,
-    tpm: Optional[float] = None,
-    retries: int = 0,
-    defaults: Optional[Mapping[str, Any]] = None,
-) -> Iterator[BatchResult]:
-    """Run requests on `concurrency` threads; yield a BatchResult for each, in completion order.
-
-    Invalid requests come first, as failed results. ConfigError (before any I/O) for bad
-    arguments or a repeated custom_id; APIConnectionError when no request could reach the server.
-    Stopping early (break, close()) stops the workers and closes the streams in flight.
-    """
+def _batch_planned(requests: Iterable[Any], concurrency: int, rpm: Optional[float], tpm: Optional[float],
+                   defaults: Optional[Mapping[str, Any]], retries: int = 0) -> Tuple[List[_BatchRequest], _BatchPlan]:
+    """The requests, checked (ConfigError before any I/O for bad arguments or a repeated
+    custom_id), and the plan of their starts."""
     prepared = _batch_prepare(requests, defaults)
-    plan = _BatchPlan(prepared, concurrency=concurrency, rpm=rpm, tpm=tpm, retries=retries)
-    return _batch_run(client, prepared, plan)
+    return prepared, _BatchPlan(prepared, concurrency=concurrency, rpm=rpm, tpm=tpm, retries=retries)
 
 
 _BATCH_WORKER_DONE = object()  # what a worker hands over last
@@ -5519,22 +5477,6 @@ async def _abatch_send(aclient: AsyncClient, request: _BatchRequest) -> Tuple[Op
         return stream.completion, None
     except (StreamliteError, TypeError, ValueError) as exc:
         return None, _batch_outcome_error(exc)
-
-
-def _abatch(
-    aclient: AsyncClient,
-    requests: Iterable[Any],
-    *,
-    concurrency: int = 8,
-    rpm: Optional[float] = None,
-    tpm: Optional[float] = None,
-    retries: int = 0,
-    defaults: Optional[Mapping[str, Any]] = None,
-) -> Any:
-    """The asyncio twin of _batch: an async iterator of BatchResult on `concurrency` tasks."""
-    prepared = _batch_prepare(requests, defaults)
-    plan = _BatchPlan(prepared, concurrency=concurrency, rpm=rpm, tpm=tpm, retries=retries)
-    return _abatch_run(aclient, prepared, plan)
 
 
 class _BatchTasks:

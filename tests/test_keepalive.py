@@ -76,12 +76,18 @@ class CountingServer:
                     self.close_connection = True
                 self.end_headers()
                 events = payload.split(b"\n\n")[:-1]
-                for event in events:
-                    if pace:
-                        time.sleep(pace)
-                    data = event + b"\n\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                    self.wfile.flush()
+                try:
+                    for event in events:
+                        if pace:
+                            time.sleep(pace)
+                        data = event + b"\n\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                except OSError:  # the client closed the connection mid-stream
+                    with server.lock:
+                        server.closed_by_peer.append(self.number)
+                    self.close_connection = True
+                    return
                 if hold_done:
                     time.sleep(hold_done)  # [DONE] is out; the end of the body comes later
                 self.wfile.write(b"0\r\n\r\n")
@@ -298,3 +304,24 @@ def test_module_level_complete_keeps_one_connection_per_call():
             assert streamlite.complete(prompt, model="m", base_url=server.url, **options()).content == prompt
     assert server.connections == 2
     assert [header for _, _, header in server.requests] == ["close", "close"]
+
+
+def test_a_stream_iterated_without_a_reference_yields_everything_and_leaves_the_connection_reusable():
+    with CountingServer() as server:
+        with streamlite.Client(server.url, **options()) as client:
+            first = [d.text for d in client.stream("a b c", model="m") if isinstance(d, streamlite.ContentDelta)]
+            second = [d.text for d in client.stream("d e", model="m") if isinstance(d, streamlite.ContentDelta)]
+        module = [d.text for d in streamlite.stream("f g", model="m", base_url=server.url, **options())
+                  if isinstance(d, streamlite.ContentDelta)]
+    assert (first, second, module) == (["a", "b", "c"], ["d", "e"], ["f", "g"])
+    assert server.connections == 2  # the client's two streams shared one; the module-level call has its own
+
+
+def test_breaking_out_of_a_module_level_stream_closes_its_connection_at_once():
+    with CountingServer(pace=0.05) as server:
+        for delta in streamlite.stream("a b c d e f g h", model="m", base_url=server.url, **options()):
+            break  # no reference to the Stream is left: the socket closes now, not at the next GC
+        deadline = time.monotonic() + 2
+        while not server.closed_by_peer and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert delta.text == "a" and server.closed_by_peer == [1]
