@@ -27,6 +27,7 @@ each was sent, when the peer closed a held connection, and what a handler raised
 """
 
 import contextlib
+import http
 import json
 import pathlib
 import select
@@ -225,8 +226,11 @@ def chunked(body, size=None):
     ]
 
 
-def http_head(status=200, reason="OK", headers=()):
-    """A response head: the status line, `headers` as (name, value) pairs or "Name: value" lines."""
+def http_head(status=200, reason=None, headers=()):
+    """A response head: the status line (the standard reason unless given), `headers` as
+    (name, value) pairs or "Name: value" lines."""
+    if reason is None:
+        reason = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
     lines = ["HTTP/1.1 %d %s" % (status, reason)]
     lines += [item if isinstance(item, str) else "%s: %s" % item for item in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -237,12 +241,13 @@ def http_head(status=200, reason="OK", headers=()):
 
 class LoopbackServer:
     """The shared base: see the module docstring. `url` is the base URL to give a Client (ends
-    in /v1). With `tls` (an ssl server context) each connection is wrapped first; a refused
+    in `path`, /v1 unless given). With `tls` (an ssl server context) each connection is wrapped first; a refused
     handshake is recorded in `errors`. With allow_errors=False, leaving the block cleanly asserts
     that no handler raised."""
 
     def __init__(self, *, max_connections=1, lifetime=20.0, io_timeout=5.0, tls=None, backlog=64,
-                 allow_errors=True):
+                 allow_errors=True, path="/v1"):
+        self.path = path
         self.max_connections = max_connections
         self.lifetime = lifetime
         self.io_timeout = io_timeout
@@ -256,7 +261,7 @@ class LoopbackServer:
         self.requests = []
         self.accepted_at = []  # monotonic time each connection was accepted, in order
         self.ended_at = {}  # index -> when the server was done with it
-        self.sent = {}  # index -> bytes sent
+        self._sent = {}  # index -> bytes sent (see `sent`)
         self.peer_closed_at = {}  # index -> when the peer was seen closing (during hold/flood)
         self.errors = []  # (index, exception) raised by a handler other than the peer leaving
         self._peer_closed = {}  # index -> threading.Event
@@ -273,7 +278,7 @@ class LoopbackServer:
 
     @property
     def url(self):
-        return "%s://127.0.0.1:%d/v1" % ("https" if self.tls is not None else "http", self.port)
+        return "%s://127.0.0.1:%d%s" % ("https" if self.tls is not None else "http", self.port, self.path)
 
     @property
     def connections(self):
@@ -281,6 +286,12 @@ class LoopbackServer:
             return len(self.accepted_at)
 
     accepted = connections
+
+    @property
+    def sent(self):
+        """Connection index -> the bytes sent on it so far."""
+        with self._lock:
+            return dict(self._sent)
 
     @property
     def failures(self):
@@ -324,6 +335,10 @@ class LoopbackServer:
         """Stop accepting, wake every held connection, join the threads; whether all stopped."""
         self._stop.set()
         self._release.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes a waiting accept() at once (Linux)
+        except OSError:
+            pass
         self._acceptor.join(timeout)
         with self._lock:
             threads = list(self._threads)
@@ -390,7 +405,7 @@ class LoopbackServer:
     def _handle(self, conn, index):
         conn.settimeout(self.io_timeout)
         with self._lock:
-            self.sent[index] = 0
+            self._sent[index] = 0
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)  # a refused handshake raises here
@@ -418,7 +433,7 @@ class LoopbackServer:
 
     def _send(self, conn, index, data, step=1 << 18):
         """sendall in slices, so that io_timeout bounds each slice's progress rather than the
-        whole; counts what went out in self.sent even when the peer goes away half way."""
+        whole; counts what went out in `sent` even when the peer goes away half way."""
         view = memoryview(data)
         for start in range(0, len(view), step):
             if self._deadline_passed():
@@ -426,7 +441,7 @@ class LoopbackServer:
             piece = view[start : start + step]
             conn.sendall(piece)
             with self._lock:
-                self.sent[index] += len(piece)
+                self._sent[index] += len(piece)
         return len(view)
 
     def _note_peer_closed(self, index):
@@ -510,7 +525,7 @@ class FaultServer(LoopbackServer):
                 raise TypeError("unknown action %r" % (action,))
 
 
-def replay_script(status, headers, body, size=None, reason="OK"):
+def replay_script(status, headers, body, size=None, reason=None):
     """The actions that send a response head with Transfer-Encoding: chunked and `body` in
     chunks of `size` bytes (None: one chunk), each chunk in its own send, then close."""
     headers = list(headers) + [("Transfer-Encoding", "chunked")]

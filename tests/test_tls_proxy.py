@@ -9,17 +9,14 @@ import asyncio
 import base64
 import logging
 import pathlib
-import select
 import shutil
-import socket
 import ssl
-import threading
 import traceback
 from collections import namedtuple
-from urllib.parse import urlsplit
 
 import pytest
 
+import loopback
 import streamlite
 
 KEY = "sk-SENTINEL-tls-7c1e"
@@ -93,212 +90,31 @@ def certs():
 
 
 def server_context(cert):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert) + ".pem", str(cert) + ".key")
-    return context
+    return loopback.server_context(cert)
 
 
 ###############################################################################
-# Servers: an origin that records requests, a forward proxy, a silent listener
+# Servers (tests/loopback.py): an origin that records requests, a forward proxy, a silent listener
 ###############################################################################
-
-Request = namedtuple("Request", "line headers body")
-
-
-def read_request(conn):
-    """One HTTP request head (and its Content-Length body) from a socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = conn.recv(65536)
-        if not piece:
-            raise ConnectionError("the client closed before the end of the request head (%r)" % data[:80])
-        data += piece
-        assert len(data) < 1 << 20
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    length = int(dict((n.lower(), v) for n, v in headers).get("content-length", "0"))
-    while len(rest) < length:
-        piece = conn.recv(65536)
-        if not piece:
-            break
-        rest += piece
-    return Request(lines[0], headers, rest)
 
 
 def header(request, name):
-    values = [value for key, value in request.headers if key.lower() == name.lower()]
-    return values[0] if len(values) == 1 else values or None
+    return request.header(name)
 
 
-class _Listener:
-    """Accepts at most `limit` connections on 127.0.0.1 in a daemon thread; handle(conn) each."""
-
-    def __init__(self, limit, allow_failures=False):
-        self.allow_failures = allow_failures
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(TIMEOUT)
-        self.port = self.listener.getsockname()[1]
-        self.limit = limit
-        self.accepted = 0
-        self.failures = []  # exceptions raised while handling a connection
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stopping = True
-        if self._thread.is_alive():
-            try:  # wake a blocked accept()
-                socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT).close()
-            except OSError:
-                pass
-        self._thread.join(TIMEOUT)
-        self.listener.close()
-        assert not self._thread.is_alive(), "a test server did not stop"
-        if exc_info[0] is None and not self.allow_failures:
-            assert not self.failures, "the test server failed: %r" % self.failures
-
-    def _run(self):
-        while self.accepted < self.limit:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if self._stopping:
-                conn.close()
-                return
-            self.accepted += 1
-            conn.settimeout(TIMEOUT)
-            try:
-                self.handle(conn)
-            except Exception as exc:  # recorded for the test to look at
-                self.failures.append(exc)
-            finally:
-                conn.close()
-
-    def handle(self, conn):
-        raise NotImplementedError
-
-
-class Origin(_Listener):
+def Origin(reply=SSE_REPLY, tls=None, limit=4, allow_failures=False):
     """An HTTP (or, with `tls`, HTTPS) server that records each request and answers `reply`."""
-
-    def __init__(self, reply=SSE_REPLY, tls=None, limit=4, allow_failures=False):
-        super().__init__(limit, allow_failures)
-        self.reply = reply
-        self.tls = tls
-        self.requests = []
-
-    @property
-    def url(self):
-        return "%s://127.0.0.1:%d/v1" % ("https" if self.tls else "http", self.port)
-
-    def handle(self, conn):
-        if self.tls is not None:
-            conn = self.tls.wrap_socket(conn, server_side=True)  # a refused handshake raises here
-        try:
-            self.requests.append(read_request(conn))
-            conn.sendall(self.reply)
-        finally:
-            conn.close()
+    return loopback.FaultServer([loopback.send(reply), loopback.close()], tls=tls, max_connections=limit,
+                                io_timeout=TIMEOUT, allow_errors=allow_failures)
 
 
-class Proxy(_Listener):
-    """A forward proxy: CONNECT tunnels and absolute-form HTTP requests, to 127.0.0.1 only.
-
-    `routes` maps the host names clients ask for to local ports. Every request head the proxy
-    receives is recorded; `answer` (bytes) replaces the forwarding, e.g. a 407."""
-
-    def __init__(self, routes, answer=None, limit=4, allow_failures=False):
-        super().__init__(limit, allow_failures)
-        self.routes = routes
-        self.answer = answer
-        self.requests = []
-        self.tunnelled = bytearray()  # what the client sent through CONNECT tunnels
-
-    def url(self, credentials=True):
-        auth = "%s:%s@" % (PROXY_USER, PROXY_PASSWORD) if credentials else ""
-        return "http://%s127.0.0.1:%d" % (auth, self.port)
-
-    def handle(self, conn):
-        request = read_request(conn)
-        self.requests.append(request)
-        if self.answer is not None:
-            conn.sendall(self.answer(request) if callable(self.answer) else self.answer)
-            return
-        method, target, version = request.line.split(" ")
-        if method == "CONNECT":
-            host, _, port = target.rpartition(":")
-            upstream = self._upstream(host, int(port))
-            with upstream:
-                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                self._relay(conn, upstream, tunnel=True)
-        else:
-            parts = urlsplit(target)
-            upstream = self._upstream(parts.hostname, parts.port or 80)
-            with upstream:
-                lines = ["%s %s %s" % (method, parts.path + ("?" + parts.query if parts.query else ""), version)]
-                lines += ["%s: %s" % item for item in request.headers if item[0].lower() != "proxy-authorization"]
-                upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body)
-                self._relay(conn, upstream, tunnel=False)
-
-    def _upstream(self, host, port):
-        assert host in self.routes, "the proxy was asked for %s:%d" % (host, port)
-        return socket.create_connection(("127.0.0.1", self.routes[host]), timeout=TIMEOUT)
-
-    def _relay(self, client, upstream, tunnel):
-        """Copy bytes both ways until either side closes (or nothing moves for TIMEOUT)."""
-        while True:
-            ready, _, _ = select.select([client, upstream], [], [], TIMEOUT)
-            if not ready:
-                raise TimeoutError("the proxied connection went quiet")
-            for sock in ready:
-                try:
-                    data = sock.recv(65536)
-                except ConnectionError:
-                    data = b""
-                if not data:
-                    return
-                if sock is client and tunnel:
-                    self.tunnelled += data
-                (upstream if sock is client else client).sendall(data)
+def Proxy(routes, answer=None, limit=4, allow_failures=False):
+    """A forward proxy to 127.0.0.1 (loopback.Proxy) whose url() holds the test's credentials."""
+    return loopback.Proxy(routes, answer, credentials=(PROXY_USER, PROXY_PASSWORD), max_connections=limit,
+                          io_timeout=TIMEOUT, allow_errors=allow_failures)
 
 
-class Silent:
-    """A listening socket nobody accepts from: `contacted()` tells whether anyone connected.
-
-    A connect completes in the kernel backlog, so once a client call has returned, a
-    non-blocking accept() sees any connection it made."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.listener.close()
-
-    def contacted(self):
-        self.listener.setblocking(False)
-        try:
-            conn, _ = self.listener.accept()
-        except BlockingIOError:
-            return False
-        conn.close()
-        return True
+Silent = loopback.Silent
 
 
 def complete(client):
@@ -619,15 +435,10 @@ def test_uppercase_http_proxy_is_ignored_in_a_cgi_program(monkeypatch):
 
 
 def test_unreachable_proxy_error_names_the_proxy_not_its_password():
-    closed = socket.socket()  # bound, not listening: connecting is refused
-    closed.bind(("127.0.0.1", 0))
-    try:
-        port = closed.getsockname()[1]
+    with loopback.refused_port() as port:  # bound, not listening: connecting is refused
         proxy = "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, PROXY_PASSWORD, port)
         client = streamlite.Client("http://api.example.test/v1", KEY, proxy=proxy, **CLIENT)
         error = raises(streamlite.APIConnectionError, complete, client)
-    finally:
-        closed.close()
     assert "through the proxy 127.0.0.1:%d" % port in str(error)
     assert PROXY_USER not in str(error)
 
@@ -977,15 +788,10 @@ def test_async_host_name_mismatch_through_a_tunnel(certs):
 ###############################################################################
 
 
-class Blurt(_Listener):
+def Blurt(data, limit=4):
     """Sends `data` the moment a client connects (before reading anything), then closes."""
-
-    def __init__(self, data, limit=4):
-        super().__init__(limit)
-        self.data = data
-
-    def handle(self, conn):
-        conn.sendall(self.data)
+    return loopback.FaultServer([loopback.send(data), loopback.close()], read_request=False, max_connections=limit,
+                                io_timeout=TIMEOUT, allow_errors=False)
 
 
 def test_https_to_a_plain_http_server_is_a_tls_handshake_error():
