@@ -14,3 +14,32 @@ for path in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples")):
 # proxies set these themselves. Subprocesses inherit the cleaned environment.
 for _name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
     os.environ.pop(_name, None)
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes the `run` fixture runs through both clients. A module can send some
+    async variants elsewhere: ASYNC_IN_PARITY_FILE (names of tests whose async variant lives in
+    test_faults_async_parity.py) and ONLY_MODE (that module runs only "async")."""
+    if "run" not in metafunc.fixturenames:
+        return
+    modes = ["sync", "async"]
+    if metafunc.function.__name__ in getattr(metafunc.module, "ASYNC_IN_PARITY_FILE", ()):
+        modes = ["sync"]
+    only = getattr(metafunc.module, "ONLY_MODE", None)
+    if only is not None:
+        modes = [only]
+    metafunc.parametrize("run", modes, indirect=True)
+
+
+import pytest  # noqa: E402
+
+from clients import RUNNERS  # noqa: E402
+
+
+@pytest.fixture
+def run(request):
+    """run(url, prompt="hi", api_key=None, *, call="stream", on_delta=None, ...) -> Outcome, through
+    streamlite.Client or streamlite.AsyncClient (tests/clients.py); run.mode is "sync" or "async"."""
+    runner = RUNNERS[request.param]
+    runner.mode = request.param
+    return runner

@@ -25,6 +25,13 @@ PROXY_PASSWORD = "pr0xy-SENTINEL-pass-5d2a"
 PROXY_TOKEN = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()).decode()
 SECRETS = (KEY, PROXY_PASSWORD)
 TIMEOUT = 10.0  # every socket operation of the test servers
+# Tests that take `run` run through Client and AsyncClient (conftest.py). These fail on the async
+# side today (the async client's CONNECT reading disagrees with the sync one): their async
+# variants run in test_faults_async_parity.py until the clients agree.
+ASYNC_IN_PARITY_FILE = {
+    "test_proxy_closing_during_connect_is_a_connection_error",
+    "test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error",
+}
 CLIENT = dict(connect_timeout=5, read_timeout=5, total_timeout=15, max_retries=0)
 
 SSE_REPLY = (
@@ -121,6 +128,16 @@ def complete(client):
     return client.complete("hi", model="test-model")
 
 
+def raises_run(run, error_type, url, api_key=KEY, **options):
+    """complete() through the client `run` drives (sync or async, tests/clients.py) must raise
+    `error_type`; checks that it leaks no secret and returns it."""
+    outcome = run(url, "hi", api_key, call="complete", model="test-model", **options)
+    if not isinstance(outcome.error, error_type):
+        raise AssertionError("expected %s, got %r" % (error_type.__name__, outcome.error))
+    assert_no_secret(outcome.error)
+    return outcome.error
+
+
 def raises(error_type, call, *args, **kwargs):
     """Run call(), expect `error_type`, check it leaks no secret and return it."""
     with pytest.raises(error_type) as info:
@@ -134,10 +151,9 @@ def raises(error_type, call, *args, **kwargs):
 ###############################################################################
 
 
-def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs):
+def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs, run):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin:
-        client = streamlite.Client(origin.url, KEY, **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, **dict(CLIENT, max_retries=2))
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1" in message
     assert "ca_file=" in message and "SSL_CERT_FILE" in message and "verify=False" in message
@@ -147,15 +163,9 @@ def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs):
     assert len(origin.failures) == 1 and isinstance(origin.failures[0], ssl.SSLError)
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-def test_an_expired_certificate_is_refused_and_says_so(certs, use_async):
+def test_an_expired_certificate_is_refused_and_says_so(certs, run):
     with Origin(tls=server_context(certs.expired), allow_failures=True) as origin:
-        client_type = streamlite.AsyncClient if use_async else streamlite.Client
-        client = client_type(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-        if use_async:
-            error = raises(streamlite.APIConnectionError, lambda: asyncio.run(client.acomplete("hi", model="m")))
-        else:
-            error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1: certificate has expired" in message
     assert "renewed" in message and "clock" in message and "ca_file" not in message
@@ -207,11 +217,10 @@ def test_verify_false_accepts_a_host_name_mismatch(certs):
     _check_answer(completion, origin)
 
 
-def test_certificate_for_another_host_is_refused_even_with_the_right_ca(certs):
+def test_certificate_for_another_host_is_refused_even_with_the_right_ca(certs, run):
     # the certificate names localhost only; the client connects to 127.0.0.1
     with Origin(tls=server_context(certs.localhost_only), allow_failures=True) as origin:
-        client = streamlite.Client(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1" in message
     assert "mismatch" in message and "not valid for '127.0.0.1'" in message
@@ -308,11 +317,10 @@ def test_https_proxy_from_the_environment_tunnels_to_a_named_host(certs, monkeyp
     assert header(origin.requests[0], "Proxy-Authorization") is None
 
 
-def test_host_name_mismatch_through_a_tunnel_names_the_host(certs):
+def test_host_name_mismatch_through_a_tunnel_names_the_host(certs, run):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin, \
             Proxy({"wrong.example.test": origin.port}) as proxy:
-        client = streamlite.Client("https://wrong.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://wrong.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for wrong.example.test" in message
     assert "Hostname mismatch" in message and "not valid for 'wrong.example.test'" in message
@@ -368,11 +376,9 @@ PROXY_407 = (
 )
 
 
-def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs):
+def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs, run):
     with Proxy({}, answer=PROXY_407) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca,
-                                   **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **dict(CLIENT, max_retries=2))
     assert error.status == 407
     assert "needs credentials (407 Proxy Authentication Required)" in str(error)
     assert "127.0.0.1:%d" % proxy.port in str(error) and "api.example.test:443" in str(error)
@@ -380,11 +386,10 @@ def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs):
     assert PROXY_TOKEN not in str(error) + repr(error)
 
 
-def test_proxy_refusing_connect_is_a_typed_error(certs):
+def test_proxy_refusing_connect_is_a_typed_error(certs, run):
     forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     with Proxy({}, answer=forbidden) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
     assert error.status == 403 and "refused it" in str(error)
 
 
@@ -405,10 +410,9 @@ def _echo_token_407(request):
 
 
 @pytest.mark.parametrize("answer", [PROXY_407, _echo_407, _echo_token_407], ids=["plain", "echoing", "token"])
-def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer):
+def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer, run):
     with Proxy({}, answer=answer) as proxy:
-        client = streamlite.Client("http://api.example.test/v1", KEY, proxy=proxy.url(), **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", proxy=proxy.url(), **dict(CLIENT, max_retries=2))
     assert error.status == 407
     assert str(error).startswith("407 Proxy Authentication Required")
     assert PROXY_TOKEN not in str(error) and PROXY_PASSWORD not in str(error)
@@ -416,11 +420,10 @@ def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer):
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
 
 
-def test_the_token_of_a_proxy_from_the_environment_is_scrubbed_too(monkeypatch):
+def test_the_token_of_a_proxy_from_the_environment_is_scrubbed_too(monkeypatch, run):
     with Proxy({}, answer=_echo_token_407) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url())
-        client = streamlite.Client("http://api.example.test/v1", KEY, **CLIENT)
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", **CLIENT)
     assert error.status == 407 and "[redacted]" in str(error)
     assert PROXY_TOKEN not in str(error) and PROXY_TOKEN not in repr(error.body)
 
@@ -434,11 +437,10 @@ def test_uppercase_http_proxy_is_ignored_in_a_cgi_program(monkeypatch):
     assert streamlite._proxy_from_env("http", "api.example.test") == "http://chosen-by-the-admin:3128"
 
 
-def test_unreachable_proxy_error_names_the_proxy_not_its_password():
+def test_unreachable_proxy_error_names_the_proxy_not_its_password(run):
     with loopback.refused_port() as port:  # bound, not listening: connecting is refused
         proxy = "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, PROXY_PASSWORD, port)
-        client = streamlite.Client("http://api.example.test/v1", KEY, proxy=proxy, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "http://api.example.test/v1", proxy=proxy, **CLIENT)
     assert "through the proxy 127.0.0.1:%d" % port in str(error)
     assert PROXY_USER not in str(error)
 
@@ -665,37 +667,35 @@ def test_api_key_read_from_a_file_is_stripped(monkeypatch, raw, source):
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_redirect_to_another_origin_is_not_followed(status):
+def test_redirect_to_another_origin_is_not_followed(status, run):
     with Silent() as elsewhere:
         location = "http://127.0.0.1:%d/v1/chat/completions" % elsewhere.port
         reply = ("HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                  % (status, location)).encode()
         with Origin(reply=reply) as origin:
-            client = streamlite.Client(origin.url, KEY, **dict(CLIENT, max_retries=2))
-            error = raises(streamlite.APIError, complete, client)
+            error = raises_run(run, streamlite.APIError, origin.url, **dict(CLIENT, max_retries=2))
         assert error.status == status
         assert "redirect to %s not followed" % location in str(error)
         assert origin.accepted == 1  # not retried either
         assert not elsewhere.contacted()
 
 
-def test_redirect_from_https_to_another_origin_is_not_followed(certs):
+def test_redirect_from_https_to_another_origin_is_not_followed(certs, run):
     with Silent() as elsewhere:
         location = "http://127.0.0.1:%d/v1/chat/completions" % elsewhere.port
         reply = ("HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location).encode()
         with Origin(reply=reply, tls=server_context(certs.good)) as origin:
-            client = streamlite.Client(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-            error = raises(streamlite.APIError, complete, client)
+            error = raises_run(run, streamlite.APIError, origin.url, ca_file=certs.ca, **CLIENT)
         assert error.status == 307 and location in str(error)
         assert not elsewhere.contacted()
 
 
-def test_server_echoing_the_key_in_an_error_is_scrubbed():
+def test_server_echoing_the_key_in_an_error_is_scrubbed(run):
     body = b'{"error":{"message":"Incorrect API key provided: ' + KEY.encode() + b'","code":"invalid_api_key"}}'
     reply = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
              % (len(body), body))
     with Origin(reply=reply) as origin:
-        error = raises(streamlite.APIError, complete, streamlite.Client(origin.url, KEY, **CLIENT))
+        error = raises_run(run, streamlite.APIError, origin.url, **CLIENT)
     assert error.status == 401 and "Incorrect API key provided" in str(error)
     assert header(origin.requests[0], "Authorization") == "Bearer " + KEY  # the key was sent
 
@@ -794,26 +794,23 @@ def Blurt(data, limit=4):
                                 io_timeout=TIMEOUT, allow_errors=False)
 
 
-def test_https_to_a_plain_http_server_is_a_tls_handshake_error():
+def test_https_to_a_plain_http_server_is_a_tls_handshake_error(run):
     with Blurt(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n") as server:
-        client = streamlite.Client("https://127.0.0.1:%d/v1" % server.port, KEY, **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://127.0.0.1:%d/v1" % server.port, **dict(CLIENT, max_retries=2))
     assert "TLS handshake with 127.0.0.1:%d failed" % server.port in str(error)
     assert "certificate verification" not in str(error)
     assert server.accepted == 1  # not retried
 
 
-def test_proxy_closing_during_connect_is_a_connection_error(certs):
+def test_proxy_closing_during_connect_is_a_connection_error(certs, run):
     with Proxy({}, answer=b"") as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
     assert "the proxy 127.0.0.1:%d closed the connection during CONNECT" % proxy.port in str(error)
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
 
 
-def test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error(certs):
+def test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error(certs, run):
     early = b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
     with Proxy({}, answer=early) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.ProtocolError, complete, client)
+        error = raises_run(run, streamlite.ProtocolError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
     assert "before the tunnel was open" in str(error)
