@@ -1,8 +1,10 @@
 """Transport faults, one test per scenario, each against a scripted raw-socket server on
-127.0.0.1 (tests/faults.py): timeouts, cut-off bodies, retries, wrong responses, bounded memory
-and cleanup. Every error is checked for its type, when it came, its `.partial` and that the API
+127.0.0.1 (FaultServer in tests/loopback.py): timeouts, cut-off bodies, retries, wrong responses,
+bounded memory and cleanup. A test that takes `run` runs through both Client and AsyncClient
+(tests/clients.py). Every error is checked for its type, when it came, its `.partial` and that the API
 key appears nowhere in its text, repr or traceback."""
 
+import asyncio
 import gc
 import gzip
 import json
@@ -16,7 +18,7 @@ import warnings
 import pytest
 
 import streamlite
-from faults import (
+from loopback import (
     FaultServer,
     call,
     close,
@@ -108,7 +110,7 @@ def go(run, server, call="complete", **options):
 
 
 def failing_run(run, server, kind, call="complete", **options):
-    """Like failing(): the scenario must raise `kind`; returns (error, seconds it took)."""
+    """The scenario must raise `kind`; returns (error, seconds it took)."""
     outcome = go(run, server, call=call, **options)
     if not isinstance(outcome.error, kind):
         raise AssertionError("expected %s, got %r" % (kind.__name__, outcome.error))
@@ -121,14 +123,6 @@ def completed(run, server, **options):
     if outcome.error is not None:
         raise outcome.error
     return outcome.completion
-
-
-def failing(fn, kind):
-    """Run `fn`, which must raise `kind`; return (error, seconds it took)."""
-    start = time.monotonic()
-    with pytest.raises(kind) as info:
-        fn()
-    return info.value, time.monotonic() - start
 
 
 def assert_clean(error):
@@ -951,6 +945,12 @@ def test_exception_in_the_block_closes_the_connection(run):
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def async_client(server, **options):
+    settings = dict(connect_timeout=1.0, read_timeout=2.0, max_retries=0)
+    settings.update(options)
+    return streamlite.AsyncClient(server.url, KEY, **settings)
+
+
 def test_garbage_collected_unfinished_stream_closes_without_warnings():
     with FaultServer(_held_stream_script()) as server:
         with warnings.catch_warnings(record=True) as caught:
@@ -961,6 +961,25 @@ def test_garbage_collected_unfinished_stream_closes_without_warnings():
             gc.collect()
         assert server.wait_peer_closed(0)
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_garbage_collected_unfinished_async_stream_closes_without_warnings():
+    async def scenario(server):
+        stream = async_client(server).astream("hi")
+        await stream.__anext__()
+        del stream
+        gc.collect()
+        for _ in range(3):  # let the loop run the closing it scheduled
+            await asyncio.sleep(0)
+        return server.wait_peer_closed(0)
+
+    with FaultServer(_held_stream_script()) as server:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            closed = asyncio.run(scenario(server))
+            gc.collect()
+    assert closed
+    assert not [w for w in caught if issubclass(w.category, (ResourceWarning, RuntimeWarning))]
 
 
 def test_garbage_collected_unstarted_stream_closes_without_warnings():
@@ -1006,6 +1025,32 @@ def test_16_threads_stream_concurrently_with_content_intact():
     assert failures == []
     for number in range(threads):
         expected = "".join("thread-%d:%d " % (number, i) for i in range(pieces))
+        assert results[number].content == expected and results[number].finish_reason == "stop"
+
+
+def test_16_async_streams_in_one_loop_with_content_intact():
+    """The async twin of the test above: 16 tasks on one AsyncClient in one loop."""
+    tasks = 16
+    pieces = 40
+    barrier = threading.Barrier(tasks, timeout=10)
+
+    def script(index, request):
+        name = json.loads(request.body)["messages"][0]["content"]
+        words = [delta("%s:%d " % (name, i)) for i in range(pieces)]
+        return [send(head() + b"".join(words[: pieces // 2])), call(barrier.wait),
+                send(b"".join(words[pieces // 2 :]) + finish() + DONE)]
+
+    with FaultServer(script, max_connections=tasks) as server:
+        c = async_client(server, read_timeout=10.0)
+
+        async def all_at_once():
+            return await asyncio.gather(*[c.acomplete("task-%d" % n) for n in range(tasks)])
+
+        results = asyncio.run(all_at_once())
+        assert server.errors == []
+        assert server.connections == tasks
+    for number in range(tasks):
+        expected = "".join("task-%d:%d " % (number, i) for i in range(pieces))
         assert results[number].content == expected and results[number].finish_reason == "stop"
 
 
