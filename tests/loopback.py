@@ -19,7 +19,8 @@ started. Use each one as a context manager: leaving the block stops and joins it
   request["path"], request["headers"], request["body"] give the parsed form).
 - Proxy: a forward proxy (CONNECT tunnels and absolute-form requests) to 127.0.0.1 only.
 - Silent: a listener nobody accepts from; refused_port(): a port where connecting is refused;
-  fill_backlog(): a listener whose accept queue is full (connecting hangs).
+  fill_backlog() (full_backlog() for a with block): a listener whose accept queue is full
+  (connecting hangs).
 - server_context(name): an ssl server context from tests/data/certs (made by its make_certs.py).
 
 The servers record the requests, when each connection was accepted and ended, how many bytes
@@ -64,6 +65,7 @@ __all__ = [
     "sleep",
     "trickle",
     "fill_backlog",
+    "full_backlog",
 ]
 
 
@@ -684,3 +686,15 @@ def fill_backlog(attempts=64, probe_timeout=0.2):
         sock.close()
     listener.close()
     raise AssertionError("could not fill the accept queue of a listen(0) socket in %d connections" % attempts)
+
+
+@contextlib.contextmanager
+def full_backlog():
+    """fill_backlog() for the block: yields the port where connecting hangs, closes it all after."""
+    listener, fillers, port = fill_backlog()
+    try:
+        yield port
+    finally:
+        for sock in fillers:
+            sock.close()
+        listener.close()

@@ -18,19 +18,7 @@ import warnings
 import pytest
 
 import streamlite
-from loopback import (
-    FaultServer,
-    call,
-    close,
-    fill_backlog,
-    flood,
-    hold,
-    repeat,
-    reset,
-    send,
-    sleep,
-    trickle,
-)
+from loopback import FaultServer, call, close, flood, full_backlog, hold, repeat, reset, send, sleep, trickle
 
 KEY = "sk-SENTINEL-faults-9f3a"
 
@@ -154,13 +142,9 @@ def assert_took(elapsed, timeout):
 
 
 def test_connect_timeout_against_a_full_accept_queue(run):
-    listener, fillers, port = fill_backlog()
-    try:
-        error, elapsed = failing_run(run, "http://127.0.0.1:%d/v1" % port, streamlite.APITimeoutError, connect_timeout=0.3, max_retries=2)
-    finally:
-        for sock in fillers:
-            sock.close()
-        listener.close()
+    with full_backlog() as port:
+        error, elapsed = failing_run(run, "http://127.0.0.1:%d/v1" % port, streamlite.APITimeoutError,
+                                     connect_timeout=0.3, max_retries=2)
     assert error.which == "connect"
     assert "connect timeout" in str(error) and "127.0.0.1:%d" % port in str(error)
     assert_took(elapsed, 0.3)  # a connect timeout is not retried
@@ -169,14 +153,9 @@ def test_connect_timeout_against_a_full_accept_queue(run):
 
 
 def test_a_total_timeout_shorter_than_the_connect_timeout_says_total(run):
-    listener, fillers, port = fill_backlog()
-    try:
+    with full_backlog() as port:
         options = dict(connect_timeout=5, total_timeout=0.3, max_retries=2)
         error, elapsed = failing_run(run, "http://127.0.0.1:%d/v1" % port, streamlite.APITimeoutError, **options)
-    finally:
-        for sock in fillers:
-            sock.close()
-        listener.close()
     assert error.which == "total"
     assert "total timeout" in str(error) and "127.0.0.1:%d" % port in str(error)
     assert_took(elapsed, 0.3)
@@ -992,19 +971,24 @@ def test_garbage_collected_unstarted_stream_closes_without_warnings():
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
-def test_16_threads_stream_concurrently_with_content_intact():
-    threads = 16
-    pieces = 40
-    barrier = threading.Barrier(threads, timeout=10)
+def _all_at_once_script(connections, pieces):
+    """Each connection answers "<prompt>:<i> " for i < pieces: half the answer, then waits until
+    all `connections` are open at once, then the rest."""
+    barrier = threading.Barrier(connections, timeout=10)
 
     def script(index, request):
         name = json.loads(request.body)["messages"][0]["content"]
         words = [delta("%s:%d " % (name, i)) for i in range(pieces)]
-        # half the answer, then wait until all 16 connections are open at once, then the rest
         return [send(head() + b"".join(words[: pieces // 2])), call(barrier.wait),
                 send(b"".join(words[pieces // 2 :]) + finish() + DONE)]
 
-    with FaultServer(script, max_connections=threads) as server:
+    return script
+
+
+def test_16_threads_stream_concurrently_with_content_intact():
+    threads = 16
+    pieces = 40
+    with FaultServer(_all_at_once_script(threads, pieces), max_connections=threads) as server:
         c = client(server, read_timeout=10.0)
         results, failures = {}, []
 
@@ -1032,15 +1016,7 @@ def test_16_async_streams_in_one_loop_with_content_intact():
     """The async twin of the test above: 16 tasks on one AsyncClient in one loop."""
     tasks = 16
     pieces = 40
-    barrier = threading.Barrier(tasks, timeout=10)
-
-    def script(index, request):
-        name = json.loads(request.body)["messages"][0]["content"]
-        words = [delta("%s:%d " % (name, i)) for i in range(pieces)]
-        return [send(head() + b"".join(words[: pieces // 2])), call(barrier.wait),
-                send(b"".join(words[pieces // 2 :]) + finish() + DONE)]
-
-    with FaultServer(script, max_connections=tasks) as server:
+    with FaultServer(_all_at_once_script(tasks, pieces), max_connections=tasks) as server:
         c = async_client(server, read_timeout=10.0)
 
         async def all_at_once():

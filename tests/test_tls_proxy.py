@@ -337,7 +337,8 @@ def test_https_proxy_from_the_environment_tunnels_to_a_named_host(certs, monkeyp
 def test_host_name_mismatch_through_a_tunnel_names_the_host(certs, run):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin, \
             Proxy({"wrong.example.test": origin.port}) as proxy:
-        error = raises_run(run, streamlite.APIConnectionError, "https://wrong.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
+        error = raises_run(run, streamlite.APIConnectionError, "https://wrong.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for wrong.example.test" in message
     assert "Hostname mismatch" in message and "not valid for 'wrong.example.test'" in message
@@ -392,7 +393,8 @@ PROXY_407 = (
 
 def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs, run):
     with Proxy({}, answer=PROXY_407) as proxy:
-        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **dict(CLIENT, max_retries=2))
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **dict(CLIENT, max_retries=2))
     assert error.status == 407
     assert "needs credentials (407 Proxy Authentication Required)" in str(error)
     assert "127.0.0.1:%d" % proxy.port in str(error) and "api.example.test:443" in str(error)
@@ -403,7 +405,8 @@ def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs, run):
 def test_proxy_refusing_connect_is_a_typed_error(certs, run):
     forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     with Proxy({}, answer=forbidden) as proxy:
-        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert error.status == 403 and "refused it" in str(error)
 
 
@@ -426,7 +429,8 @@ def _echo_token_407(request):
 @pytest.mark.parametrize("answer", [PROXY_407, _echo_407, _echo_token_407], ids=["plain", "echoing", "token"])
 def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer, run):
     with Proxy({}, answer=answer) as proxy:
-        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", proxy=proxy.url(), **dict(CLIENT, max_retries=2))
+        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", proxy=proxy.url(), **dict(CLIENT,
+                           max_retries=2))
     assert error.status == 407
     assert str(error).startswith("407 Proxy Authentication Required")
     assert PROXY_TOKEN not in str(error) and PROXY_PASSWORD not in str(error)
@@ -630,7 +634,8 @@ def test_control_characters_in_base_url_are_config_errors(monkeypatch, injected,
 
 def test_credentials_in_base_url_are_refused_without_echoing_them(run):
     with Silent() as silent:
-        error = raises_run(run, streamlite.ConfigError, "http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD, silent.port),
+        error = raises_run(run, streamlite.ConfigError, "http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD,
+                           silent.port),
                            None, **CLIENT)
         assert "must not hold credentials" in str(error)
         assert not silent.contacted()
@@ -807,7 +812,8 @@ def Blurt(data, limit=4):
 
 def test_https_to_a_plain_http_server_is_a_tls_handshake_error(run):
     with Blurt(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n") as server:
-        error = raises_run(run, streamlite.APIConnectionError, "https://127.0.0.1:%d/v1" % server.port, **dict(CLIENT, max_retries=2))
+        error = raises_run(run, streamlite.APIConnectionError, "https://127.0.0.1:%d/v1" % server.port,
+                           **dict(CLIENT, max_retries=2))
     assert "TLS handshake with 127.0.0.1:%d failed" % server.port in str(error)
     assert "certificate verification" not in str(error)
     assert server.accepted == 1  # not retried
@@ -815,7 +821,8 @@ def test_https_to_a_plain_http_server_is_a_tls_handshake_error(run):
 
 def test_proxy_closing_during_connect_is_a_connection_error(certs, run):
     with Proxy({}, answer=b"") as proxy:
-        error = raises_run(run, streamlite.APIConnectionError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
+        error = raises_run(run, streamlite.APIConnectionError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert "the proxy 127.0.0.1:%d closed the connection during CONNECT" % proxy.port in str(error)
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
 
@@ -823,5 +830,6 @@ def test_proxy_closing_during_connect_is_a_connection_error(certs, run):
 def test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error(certs, run):
     early = b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
     with Proxy({}, answer=early) as proxy:
-        error = raises_run(run, streamlite.ProtocolError, "https://api.example.test/v1", proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
+        error = raises_run(run, streamlite.ProtocolError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert "before the tunnel was open" in str(error)
