@@ -18,6 +18,7 @@ from test_faults import (  # noqa: F401
     async_client,
     test_200k_tiny_events_without_accumulating_in_constant_memory,
     test_503_then_200_is_retried_once,
+    test_total_timeout_against_a_flood_of_comments_leaves_nothing_behind,
 )
 from test_tls_proxy import (  # noqa: F401
     certs,
