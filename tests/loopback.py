@@ -487,7 +487,12 @@ class FaultServer(LoopbackServer):
     def handle(self, conn, index):
         request = None
         if self._read_first:
-            request = read_request(conn, self.io_timeout)
+            try:
+                request = read_request(conn, self.io_timeout)
+            except ConnectionError as exc:
+                if self.allow_errors:
+                    raise  # the peer left: noted in peer_closed_at
+                raise RuntimeError(str(exc)) from exc  # a strict server sees a client that sent nothing
             self._record(request)
         for action in self._actions_for(index, request):
             if self._deadline_passed():
