@@ -73,6 +73,7 @@ __all__ = [
     "APITimeoutError",
     "Accumulator",
     "AsyncClient",
+    "AsyncStream",
     "BatchResult",
     "Choice",
     "Client",

@@ -4,6 +4,8 @@ import os
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 for path in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples")):
     if path not in sys.path:
@@ -14,3 +16,37 @@ for path in (str(ROOT), str(ROOT / "tests"), str(ROOT / "examples")):
 # proxies set these themselves. Subprocesses inherit the cleaned environment.
 for _name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
     os.environ.pop(_name, None)
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes the `run` fixture runs through both clients. A module can send some
+    async variants elsewhere: ASYNC_IN_PARITY_FILE (names of tests whose async variant lives in
+    test_faults_async_parity.py), SYNC_ONLY (names whose async variant does not apply on this
+    Python, with the reason in the module) and ONLY_MODE (that module runs only "async")."""
+    if "run" not in metafunc.fixturenames or "run" in vars(metafunc.module):
+        return  # a module with a `run` fixture of its own parametrizes it itself
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "run" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return  # the test gives `run` its own values
+    modes = ["sync", "async"]
+    if metafunc.function.__name__ in getattr(metafunc.module, "ASYNC_IN_PARITY_FILE", ()):
+        modes = ["sync"]
+    if metafunc.function.__name__ in getattr(metafunc.module, "SYNC_ONLY", ()):
+        modes = ["sync"]  # the module says why (e.g. a Python version without the async feature)
+    only = getattr(metafunc.module, "ONLY_MODE", None)
+    if only is not None:
+        modes = [only]
+    metafunc.parametrize("run", modes, indirect=True)
+
+
+@pytest.fixture
+def run(request):
+
+    """run(url, prompt="hi", api_key=None, *, call="stream", on_delta=None, ...) -> Outcome, through
+    streamlite.Client or streamlite.AsyncClient (tests/clients.py); run.mode is "sync" or "async"."""
+    from clients import RUNNERS  # tests/ is on sys.path once this module has run
+
+    runner = RUNNERS[request.param]
+    runner.mode = request.param
+    return runner

@@ -2,13 +2,12 @@
 streams share one loop, timeouts and errors behave as in the sync client."""
 
 import asyncio
-import socket
-import threading
 import time
 
 import pytest
 
 import streamlite
+from loopback import FaultServer, close, hold, send
 from server import ChatServer, reply_for
 
 KEY = "sk-SENTINEL-async-5e0b"
@@ -16,45 +15,13 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding
 EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"first"}}]}\n\n'
 
 
-class HoldingServer:
-    """Sends one event and then nothing; records when the client's side of the socket closed."""
-
-    def __init__(self, bound=10.0):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
-        self.listener.settimeout(bound)
-        self.closed_at = None
-        self.bound = bound
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
-
-    def _run(self):
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(self.bound)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            conn.sendall(HEAD + b"%x\r\n%s\r\n" % (len(EVENT), EVENT))
-            try:
-                while conn.recv(65536):
-                    pass
-                self.closed_at = time.monotonic()
-            except OSError:
-                self.closed_at = time.monotonic()
-        self.listener.close()
+def HoldingServer():
+    """Sends one event and then nothing; records when the client's side of the socket closed
+    (server.peer_closed_at[0], after server.wait_peer_closed())."""
+    return FaultServer([send(HEAD + b"%x\r\n%s\r\n" % (len(EVENT), EVENT)), hold()], lifetime=10.0)
 
 
 def test_cancelling_the_task_mid_stream_closes_the_connection():
-    server = HoldingServer()
     got = []
 
     async def consume(client):
@@ -73,15 +40,16 @@ def test_cancelling_the_task_mid_stream_closes_the_connection():
             await task
         return cancelled_at
 
-    cancelled_at = asyncio.run(run())
-    server.thread.join(10)
+    with HoldingServer() as server:
+        cancelled_at = asyncio.run(run())
+        server.wait_peer_closed(0, timeout=10)
+        closed_at = server.peer_closed_at.get(0)
     assert [d.text for d in got] == ["first"]
-    assert server.closed_at is not None, "the client never closed the connection"
-    assert server.closed_at - cancelled_at < 2.0
+    assert closed_at is not None, "the client never closed the connection"
+    assert closed_at - cancelled_at < 2.0
 
 
 def test_leaving_the_loop_early_closes_the_connection():
-    server = HoldingServer()
 
     async def run():
         client = streamlite.AsyncClient(server.url, KEY, read_timeout=30)
@@ -91,14 +59,14 @@ def test_leaving_the_loop_early_closes_the_connection():
                 break
         return time.monotonic()
 
-    left_at = asyncio.run(run())
-    server.thread.join(10)
-    assert server.closed_at is not None and server.closed_at - left_at < 2.0
+    with HoldingServer() as server:
+        left_at = asyncio.run(run())
+        server.wait_peer_closed(0, timeout=10)
+        closed_at = server.peer_closed_at.get(0)
+    assert closed_at is not None and closed_at - left_at < 2.0
 
 
 def test_idle_read_timeout_keeps_the_partial_result():
-    server = HoldingServer()
-
     async def run():
         client = streamlite.AsyncClient(server.url, KEY, read_timeout=0.3)
         stream = client.astream("hi")
@@ -106,10 +74,11 @@ def test_idle_read_timeout_keeps_the_partial_result():
             async for _ in stream:
                 pass
 
-    started = time.monotonic()
-    with pytest.raises(streamlite.APITimeoutError) as caught:
-        asyncio.run(run())
-    elapsed = time.monotonic() - started
+    with HoldingServer() as server:
+        started = time.monotonic()
+        with pytest.raises(streamlite.APITimeoutError) as caught:
+            asyncio.run(run())
+        elapsed = time.monotonic() - started
     assert caught.value.which == "read"
     assert 0.25 < elapsed < 3.0
     assert caught.value.partial is not None and caught.value.partial.content == "first"
@@ -139,29 +108,13 @@ def test_many_concurrent_streams_in_one_loop_keep_their_content():
 
 
 def test_http_error_is_the_same_typed_error_as_sync():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(10)
     body = b'{"error":{"message":"slow down","type":"rate_limit","code":"rate_limited"}}'
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-                         b"x-request-id: req_42\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        listener.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    url = "http://127.0.0.1:%d/v1" % listener.getsockname()[1]
-    with pytest.raises(streamlite.APIError) as caught:
-        asyncio.run(streamlite.AsyncClient(url, KEY, max_retries=0).acomplete("hi"))
-    thread.join(10)
+    reply = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+             b"x-request-id: req_42\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    with FaultServer([send(reply), close()], lifetime=10.0) as server:
+        url = server.url
+        with pytest.raises(streamlite.APIError) as caught:
+            asyncio.run(streamlite.AsyncClient(url, KEY, max_retries=0).acomplete("hi"))
     error = caught.value
     assert (error.status, error.message, error.code, error.request_id) == (429, "slow down", "rate_limited", "req_42")
     assert KEY not in str(error) and KEY not in repr(error)

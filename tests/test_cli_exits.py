@@ -2,14 +2,14 @@
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
 import streamlite
+from loopback import FaultServer, close, send
+from loopback import hold as loopback_hold
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KEY = "sk-SENTINEL-cli-exit-31b7"
@@ -17,31 +17,10 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"partial text"}}]}\n\n'
 
 
-def _serve_once(reply, hold=None):
-    """Accept one connection, read the request, send `reply` bytes, then close (or wait on `hold`)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.settimeout(20)
-
-    def run():
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(20)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            conn.sendall(reply)
-            if hold is not None:
-                hold.wait(20)
-        listener.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return "http://127.0.0.1:%d/v1" % listener.getsockname()[1], thread
+def _serve_once(reply, hold=False):
+    """Accept one connection, read the request, send `reply` bytes, then close (or hold the
+    connection until server.release())."""
+    return FaultServer([send(reply)] + ([loopback_hold()] if hold else []) + [close()], lifetime=60.0)
 
 
 def _cli(url, *flags):
@@ -61,9 +40,8 @@ def _cli(url, *flags):
      streamlite.EXIT_API_ERROR, "partial text\n"),
 ])
 def test_failure_exit_codes_keep_output_and_print_one_line(name, reply, flags, code, stdout):
-    url, thread = _serve_once(reply)
-    result = _cli(url, *flags)
-    thread.join(20)
+    with _serve_once(reply) as server:
+        result = _cli(server.url, *flags)
     assert result.returncode == code, result.stderr
     assert result.stdout == stdout
     assert result.stderr.startswith("streamlite: error:") and result.stderr.count("\n") == 1
@@ -71,13 +49,8 @@ def test_failure_exit_codes_keep_output_and_print_one_line(name, reply, flags, c
 
 
 def test_read_timeout_exit_code():
-    hold = threading.Event()
-    url, thread = _serve_once(HEAD + CONTENT, hold)
-    try:
-        result = _cli(url, "--read-timeout", "0.5")
-    finally:
-        hold.set()
-    thread.join(20)
+    with _serve_once(HEAD + CONTENT, hold=True) as server:
+        result = _cli(server.url, "--read-timeout", "0.5")
     assert result.returncode == streamlite.EXIT_TIMEOUT
     assert result.stdout == "partial text\n"
     assert "read timeout" in result.stderr

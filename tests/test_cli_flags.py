@@ -16,13 +16,13 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import types
 
 import pytest
 
 import streamlite
+from loopback import RecordingServer, close, http_head, send
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
@@ -56,103 +56,33 @@ def _pieces(body):
     return [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
 
 
-class Recorder:
+class Recorder(RecordingServer):
     """An HTTP server on 127.0.0.1 that records every POST and answers SSE_BODY.
 
-    `requests` holds dicts with `path`, `headers` (names lower-cased) and `body` (the parsed
-    JSON). It serves until stop() or TIMEOUT seconds, whichever comes first.
+    `requests` holds the requests: request["path"], request["headers"] (names lower-cased) and
+    request["body"] (the parsed JSON). It serves until stop() or TIMEOUT seconds, whichever comes
+    first. `sent[i].count`: the bytes written on connection i, status line to the last chunk.
     """
 
     def __init__(self, body=SSE_BODY, fail_first=0):
-        recorder = self
-        self.requests = []
         self.body = body
         self.fail_first = fail_first  # answer this many requests with a 503 first
-        self.sent = []  # bytes written for each response, status line to the last chunk
+        super().__init__(self._reply, max_connections=32, lifetime=TIMEOUT, io_timeout=TIMEOUT)
 
-        class Counting:
-            def __init__(self, wfile):
-                self.wfile, self.count = wfile, 0
-
-            def write(self, data):
-                self.count += len(data)
-                return self.wfile.write(data)
-
-            def __getattr__(self, name):  # flush, close, closed...
-                return getattr(self.wfile, name)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = TIMEOUT
-
-            def setup(self):
-                super().setup()
-                self.wfile = Counting(self.wfile)
-
-            def send_response(self, *args):  # a response starts: count its bytes apart (keep-alive)
-                self.wfile = Counting(self.wfile.wfile)
-                recorder.sent.append(self.wfile)
-                super().send_response(*args)
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append({
-                    "path": self.path,
-                    "headers": {name.lower(): value for name, value in self.headers.items()},
-                    "body": json.loads(raw),
-                })
-                if len(recorder.requests) <= recorder.fail_first:
-                    error = b'{"error":{"message":"busy","type":"server_error"}}'
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(error)))
-                    self.send_header("retry-after-ms", "10")
-                    self.end_headers()
-                    self.wfile.write(error)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                chunks = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in _pieces(recorder.body)]
-                chunks[-1] += b"0\r\n\r\n"  # the last chunk and the end of the body in one write
-                for chunk in chunks:
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-                self.close_connection = True
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.timeout = 0.05
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+    def _reply(self, index, request):
+        if index < self.fail_first:
+            error = b'{"error":{"message":"busy","type":"server_error"}}'
+            return http_head(503, None, [("Content-Type", "application/json"), ("Content-Length", str(len(error))),
+                                         ("retry-after-ms", "10")]) + error
+        head = http_head(200, None, [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"),
+                                     ("Connection", "close")])
+        chunks = [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in _pieces(self.body)]
+        chunks[-1] += b"0\r\n\r\n"  # the last chunk and the end of the body in one write
+        return [send(head)] + [send(chunk) for chunk in chunks] + [close()]
 
     @property
-    def url(self):
-        return "http://127.0.0.1:%d/v1" % self._server.server_address[1]
-
-    def _serve(self):
-        deadline = time.monotonic() + TIMEOUT
-        while not self._stopping.is_set() and time.monotonic() < deadline:
-            self._server.handle_request()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stopping.set()
-        self._thread.join(TIMEOUT)
-        self._server.server_close()
-
-    @property
-    def last(self):
-        assert len(self.requests) >= 1, "the server received no request"
-        return self.requests[-1]
+    def sent(self):
+        return [types.SimpleNamespace(count=count) for _, count in sorted(super().sent.items())]
 
 
 def _clean_env(**extra):
@@ -727,7 +657,7 @@ def test_stats_figures_match_what_the_server_sent():
     assert result.stderr.startswith(SSE_REASONING + "\nstreamlite: stats:")
     assert stats["events"] == 7  # six chunks and [DONE]; the comment is not an event
     assert stats["retries"] == 1 and len(rec.requests) == 2
-    assert stats["connection"] == "reused"  # the 503 had a length: the retry went on its connection
+    assert stats["connection"] == "new"  # one request per connection here: the closed one is not reused
     assert stats["bytes"] == rec.sent[-1].count  # every byte of the answer that streamed
     assert 0 < stats["byte"] <= stats["reasoning"] <= stats["content"] <= stats["total"] < TIMEOUT
     assert stats["rate"] > 0

@@ -13,6 +13,7 @@ import streamlite
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 from server import ChatServer, REASONING, reply_for  # noqa: E402
+from loopback import refused_port  # noqa: E402
 
 
 def _env(**extra):
@@ -79,15 +80,11 @@ def test_cli_jsonl_lines_parse(server):
 
 
 def test_cli_connection_failure_exit_code():
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    result = subprocess.run([sys.executable, "streamlite.py", "--base-url", "http://127.0.0.1:%d/v1" % port,
-                             "--max-retries", "0", "hi"], cwd=str(ROOT), env=_env(OPENAI_API_KEY="sk-SENTINEL-cli-77aa"),
-                            capture_output=True, text=True, timeout=60)
+    with refused_port() as port:
+        result = subprocess.run([sys.executable, "streamlite.py", "--base-url", "http://127.0.0.1:%d/v1" % port,
+                                 "--max-retries", "0", "hi"], cwd=str(ROOT),
+                                env=_env(OPENAI_API_KEY="sk-SENTINEL-cli-77aa"), capture_output=True, text=True,
+                                timeout=60)
     assert result.returncode == streamlite.EXIT_CONNECTION
     assert result.stderr.startswith("streamlite: error:") and result.stderr.count("\n") == 1
     assert "SENTINEL" not in result.stderr + result.stdout

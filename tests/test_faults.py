@@ -1,8 +1,10 @@
 """Transport faults, one test per scenario, each against a scripted raw-socket server on
-127.0.0.1 (tests/faults.py): timeouts, cut-off bodies, retries, wrong responses, bounded memory
-and cleanup. Every error is checked for its type, when it came, its `.partial` and that the API
+127.0.0.1 (FaultServer in tests/loopback.py): timeouts, cut-off bodies, retries, wrong responses,
+bounded memory and cleanup. A test that takes `run` runs through both Client and AsyncClient
+(tests/clients.py). Every error is checked for its type, when it came, its `.partial` and that the API
 key appears nowhere in its text, repr or traceback."""
 
+import asyncio
 import gc
 import gzip
 import json
@@ -16,21 +18,19 @@ import warnings
 import pytest
 
 import streamlite
-from faults import (
-    FaultServer,
-    call,
-    close,
-    fill_backlog,
-    flood,
-    hold,
-    repeat,
-    reset,
-    send,
-    sleep,
-    trickle,
-)
+from loopback import FaultServer, call, close, flood, full_backlog, hold, repeat, reset, send, sleep, trickle
 
 KEY = "sk-SENTINEL-faults-9f3a"
+
+# Every test that takes `run` runs through Client and AsyncClient (conftest.py). These fail on the
+# async side today (AsyncStream has no `retries` or `events`; an async read is made before the
+# deadline check and never awaited): their async variants run in
+# test_faults_async_parity.py until the clients agree; then drop the name here and there.
+ASYNC_IN_PARITY_FILE = {
+    "test_503_then_200_is_retried_once",
+    "test_200k_tiny_events_without_accumulating_in_constant_memory",
+    "test_total_timeout_against_a_flood_of_comments_leaves_nothing_behind",
+}
 SLACK = 1.0  # how much later than its timeout an error may come on a loaded machine
 EARLY = 0.05  # how much earlier (timer granularity)
 
@@ -91,12 +91,28 @@ def client(server, **options):
     return streamlite.Client(server.url if hasattr(server, "url") else server, KEY, **settings)
 
 
-def failing(fn, kind):
-    """Run `fn`, which must raise `kind`; return (error, seconds it took)."""
-    start = time.monotonic()
-    with pytest.raises(kind) as info:
-        fn()
-    return info.value, time.monotonic() - start
+def go(run, server, call="complete", **options):
+    """The scenario through the client `run` drives (sync or async; see tests/clients.py), with
+    this file's client settings; returns its Outcome."""
+    settings = dict(connect_timeout=1.0, read_timeout=2.0, max_retries=0)
+    settings.update(options)
+    return run(server.url if hasattr(server, "url") else server, "hi", KEY, call=call, **settings)
+
+
+def failing_run(run, server, kind, call="complete", **options):
+    """The scenario must raise `kind`; returns (error, seconds it took)."""
+    outcome = go(run, server, call=call, **options)
+    if not isinstance(outcome.error, kind):
+        raise AssertionError("expected %s, got %r" % (kind.__name__, outcome.error))
+    return outcome.error, outcome.elapsed
+
+
+def completed(run, server, **options):
+    """The scenario must succeed; returns its Completion."""
+    outcome = go(run, server, **options)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.completion
 
 
 def assert_clean(error):
@@ -127,15 +143,10 @@ def assert_took(elapsed, timeout):
 # Timeouts ####################################################################
 
 
-def test_connect_timeout_against_a_full_accept_queue():
-    listener, fillers, port = fill_backlog()
-    try:
-        c = client("http://127.0.0.1:%d/v1" % port, connect_timeout=0.3, max_retries=2)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
-    finally:
-        for sock in fillers:
-            sock.close()
-        listener.close()
+def test_connect_timeout_against_a_full_accept_queue(run):
+    with full_backlog() as port:
+        error, elapsed = failing_run(run, "http://127.0.0.1:%d/v1" % port, streamlite.APITimeoutError,
+                                     connect_timeout=0.3, max_retries=2)
     assert error.which == "connect"
     assert "connect timeout" in str(error) and "127.0.0.1:%d" % port in str(error)
     assert_took(elapsed, 0.3)  # a connect timeout is not retried
@@ -143,34 +154,20 @@ def test_connect_timeout_against_a_full_accept_queue():
     assert_clean(error)
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-def test_a_total_timeout_shorter_than_the_connect_timeout_says_total(use_async):
-    listener, fillers, port = fill_backlog()
-    try:
+def test_a_total_timeout_shorter_than_the_connect_timeout_says_total(run):
+    with full_backlog() as port:
         options = dict(connect_timeout=5, total_timeout=0.3, max_retries=2)
-        if use_async:
-            import asyncio
-
-            c = streamlite.AsyncClient("http://127.0.0.1:%d/v1" % port, KEY, **options)
-            error, elapsed = failing(lambda: asyncio.run(c.acomplete("hi")), streamlite.APITimeoutError)
-        else:
-            c = client("http://127.0.0.1:%d/v1" % port, **options)
-            error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
-    finally:
-        for sock in fillers:
-            sock.close()
-        listener.close()
+        error, elapsed = failing_run(run, "http://127.0.0.1:%d/v1" % port, streamlite.APITimeoutError, **options)
     assert error.which == "total"
     assert "total timeout" in str(error) and "127.0.0.1:%d" % port in str(error)
     assert_took(elapsed, 0.3)
     assert_clean(error)
 
 
-def test_connect_refused_is_a_connection_error():
+def test_connect_refused_is_a_connection_error(run):
     with FaultServer(ok_script(), max_connections=0) as server:
         server.stop()  # the listener is closed: nothing listens on the port any more
-        c = client(server, max_retries=0)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        error, elapsed = failing_run(run, server, streamlite.APIConnectionError, max_retries=0)
     assert not isinstance(error, streamlite.APITimeoutError)
     assert "could not connect to 127.0.0.1:%d" % server.port in str(error)
     assert elapsed < SLACK
@@ -178,10 +175,9 @@ def test_connect_refused_is_a_connection_error():
     assert_clean(error)
 
 
-def test_read_timeout_before_the_first_byte():
+def test_read_timeout_before_the_first_byte(run):
     with FaultServer([hold()], max_connections=3) as server:
-        c = client(server, read_timeout=0.3, max_retries=2)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
+        error, elapsed = failing_run(run, server, streamlite.APITimeoutError, read_timeout=0.3, max_retries=2)
         assert server.wait_peer_closed(0)
         assert server.connections == 1  # a read timeout is not retried: the request may be running
     assert error.which == "read"
@@ -190,15 +186,13 @@ def test_read_timeout_before_the_first_byte():
     assert_clean(error)
 
 
-def test_read_timeout_mid_stream_keeps_the_partial():
+def test_read_timeout_mid_stream_keeps_the_partial(run):
     script = [send(head() + delta("Hello") + delta(" there")), hold()]
     with FaultServer(script) as server:
-        c = client(server, read_timeout=0.3)
-        with c.stream("hi") as stream:
-            first = next(stream)
-            start = time.monotonic()
-            error, _ = failing(lambda: list(stream), streamlite.APITimeoutError)
-            elapsed = time.monotonic() - start
+        outcome = go(run, server, call="stream", read_timeout=0.3)
+        first, error = outcome.deltas[0], outcome.error
+        assert isinstance(error, streamlite.APITimeoutError), error
+        elapsed = outcome.ended_at - outcome.first_at  # from the first delta on
         assert server.wait_peer_closed(0)
     assert first == streamlite.ContentDelta("Hello")
     assert error.which == "read"
@@ -207,12 +201,11 @@ def test_read_timeout_mid_stream_keeps_the_partial():
     assert_clean(error)
 
 
-def test_total_timeout_against_a_byte_every_200_ms():
+def test_total_timeout_against_a_byte_every_200_ms(run):
     rest = delta(" and steady") + finish() + DONE
     script = [send(head() + delta("slow")), trickle(rest, 0.2)]  # each byte inside the read timeout
     with FaultServer(script) as server:
-        c = client(server, read_timeout=1.0, total_timeout=0.8)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
+        error, elapsed = failing_run(run, server, streamlite.APITimeoutError, read_timeout=1.0, total_timeout=0.8)
         assert server.wait_ended(1)
         assert server.sent[0] < len(head() + delta("slow") + rest)  # it did not live on to the end
     assert error.which == "total"
@@ -221,11 +214,10 @@ def test_total_timeout_against_a_byte_every_200_ms():
     assert_clean(error)
 
 
-def test_total_timeout_against_endless_100_continue():
+def test_total_timeout_against_endless_100_continue(run):
     script = [repeat(b"HTTP/1.1 100 Continue\r\n\r\n", interval=0.01)]
     with FaultServer(script) as server:
-        c = client(server, read_timeout=1.0, total_timeout=0.5)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APITimeoutError)
+        error, elapsed = failing_run(run, server, streamlite.APITimeoutError, read_timeout=1.0, total_timeout=0.5)
         assert server.wait_ended(1)
         assert server.sent[0] > 10 * len(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client did read them
     assert error.which == "total"
@@ -233,27 +225,41 @@ def test_total_timeout_against_endless_100_continue():
     assert_clean(error)
 
 
-def test_total_timeout_against_endless_slow_trailers():
+def test_total_timeout_against_endless_slow_trailers(run):
     body = chunk(delta("all") + delta(" here") + finish()) + b"0\r\n"
     script = [send(head(chunked=True) + body), repeat(b"X-Trailer: 1\r\n", interval=0.02)]
     with FaultServer(script) as server:
-        c = client(server, read_timeout=1.0, total_timeout=0.6)
-        start = time.monotonic()
-        with c.stream("hi") as stream:
-            error, _ = failing(lambda: list(stream), streamlite.APITimeoutError)
-        elapsed = time.monotonic() - start
+        error, elapsed = failing_run(run, server, streamlite.APITimeoutError, call="stream", read_timeout=1.0,
+                                     total_timeout=0.6)
     assert error.which == "total"
     assert_took(elapsed, 0.6)
     assert_partial(error, "all here", "stop")
     assert_clean(error)
 
 
-def test_fast_endless_trailers_are_refused():
+def test_total_timeout_against_a_flood_of_comments_leaves_nothing_behind(run):
+    """The client is busy reading when the deadline passes (not waiting), so the deadline is
+    found between two reads: a timeout all the same, and nothing half made is left behind (an
+    async read created but never awaited warns when collected). Three tries, as where exactly the
+    deadline falls varies."""
+    for _ in range(3):
+        script = [send(head()), repeat(b": keep-alive\n" * 4096)]
+        with FaultServer(script) as server:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                error, elapsed = failing_run(run, server, streamlite.APITimeoutError, total_timeout=0.3)
+                gc.collect()
+        assert error.which == "total"
+        assert_took(elapsed, 0.3)
+        assert_clean(error)
+        assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_fast_endless_trailers_are_refused(run):
     body = chunk(delta("all") + finish()) + b"0\r\n"
     script = [send(head(chunked=True) + body), repeat(b"X-Trailer: 1\r\n", count=100000)]
     with FaultServer(script) as server:
-        c = client(server, read_timeout=1.0, total_timeout=5.0)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, read_timeout=1.0, total_timeout=5.0)
     assert "trailer" in str(error)
     assert elapsed < SLACK
     assert_partial(error, "all", "stop")
@@ -263,28 +269,27 @@ def test_fast_endless_trailers_are_refused():
 # Bodies cut off ##############################################################
 
 
-def reset_once_read(server, c, text):
+def reset_once_read(run, server, text, **options):
     """Stream until `text` has been handed out; only then let the server (held) send its RST,
     so that no data is still unread when it comes (a reset discards unread data). Returns the
     error the stream raises."""
-    with c.stream("hi") as stream:
-        deltas = iter(stream)
-        got = ""
-        while got != text:
-            got += next(deltas).text
-        server.release()
-        with pytest.raises(streamlite.APIConnectionError) as info:
-            for _ in deltas:
-                pass
-    return info.value
+    got = []
+
+    def on_delta(item):
+        got.append(item.text)
+        if "".join(got) == text:
+            server.release()
+
+    error, _ = failing_run(run, server, streamlite.APIConnectionError, call="stream", on_delta=on_delta, **options)
+    assert "".join(got) == text
+    return error
 
 
-def test_reset_after_some_content():
+def test_reset_after_some_content(run):
     script = [send(head() + delta("Hello") + delta(" wor")), hold(), reset()]
     with FaultServer(script, max_connections=3) as server:
-        c = client(server, max_retries=2)
         started = time.monotonic()
-        error = reset_once_read(server, c, "Hello wor")
+        error = reset_once_read(run, server, "Hello wor", max_retries=2)
         elapsed = time.monotonic() - started
         assert server.connections == 1
     assert not isinstance(error, streamlite.APITimeoutError)
@@ -294,13 +299,12 @@ def test_reset_after_some_content():
     assert_clean(error)
 
 
-def test_truncated_chunked_body():
+def test_truncated_chunked_body(run):
     # the chunk size promises 4096 bytes; 60-odd come, then the server closes cleanly
     payload = delta("cut")
     script = [send(head(chunked=True) + chunk(delta("before")) + b"1000\r\n" + payload), close()]
     with FaultServer(script) as server:
-        c = client(server)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        error, elapsed = failing_run(run, server, streamlite.APIConnectionError)
     assert not isinstance(error, streamlite.APITimeoutError)
     assert "chunked body" in str(error)
     assert elapsed < SLACK
@@ -308,20 +312,12 @@ def test_truncated_chunked_body():
     assert_clean(error)
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-def test_bad_chunk_framing_after_good_chunks_in_one_piece_keeps_them(use_async):
+def test_bad_chunk_framing_after_good_chunks_in_one_piece_keeps_them(run):
     """The whole chunks before the bad size line are handed out, then it raises at once (the
     server keeps the connection open: nothing waits for more bytes or a timeout)."""
     wire = head(chunked=True) + chunk(delta("kept")) + chunk(delta(" too")) + b"zz\r\n"
     with FaultServer([send(wire), hold(timeout=10)]) as server:
-        if use_async:
-            import asyncio
-
-            c = streamlite.AsyncClient(server.url, KEY, read_timeout=5, max_retries=0)
-            error, elapsed = failing(lambda: asyncio.run(c.acomplete("hi")), streamlite.ProtocolError)
-        else:
-            c = client(server, read_timeout=5)
-            error, elapsed = failing(lambda: c.complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, read_timeout=5)
         server.release()
     assert "malformed chunked body" in str(error)
     assert elapsed < 2.5
@@ -329,22 +325,20 @@ def test_bad_chunk_framing_after_good_chunks_in_one_piece_keeps_them(use_async):
     assert_clean(error)
 
 
-def test_truncated_content_length_body():
+def test_truncated_content_length_body(run):
     body = delta("half") + finish() + DONE
     script = [send(head(length=len(body)) + body[: len(delta("half")) + 10]), close()]
     with FaultServer(script) as server:
-        c = client(server)
-        error, _ = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        error, _ = failing_run(run, server, streamlite.APIConnectionError)
     assert "body bytes" in str(error)
     assert_partial(error, "half")
     assert_clean(error)
 
 
-def test_clean_close_without_done_or_finish_reason():
+def test_clean_close_without_done_or_finish_reason(run):
     script = [send(head() + delta("no") + delta(" ending")), close()]
     with FaultServer(script) as server:
-        c = client(server, max_retries=2)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIConnectionError)
+        error, elapsed = failing_run(run, server, streamlite.APIConnectionError, max_retries=2)
         assert server.connections == 1
     assert "without [DONE]" in str(error) and "2 events" in str(error)
     assert elapsed < SLACK
@@ -352,15 +346,15 @@ def test_clean_close_without_done_or_finish_reason():
     assert_clean(error)
 
 
-def test_clean_close_after_finish_reason_without_done_is_a_success():
+def test_clean_close_after_finish_reason_without_done_is_a_success(run):
     script = [send(head() + delta("fine") + finish("length")), close()]
     with FaultServer(script) as server:
-        completion = client(server).complete("hi")
+        completion = completed(run, server)
     assert completion.content == "fine" and completion.finish_reason == "length"
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_end_of_body_is_found_while_the_server_keeps_the_connection_open(framing):
+def test_end_of_body_is_found_while_the_server_keeps_the_connection_open(framing, run):
     body = delta("framed") + finish()  # no [DONE]: only the framing says the body is over
     if framing == "chunked":
         reply = head(chunked=True, keep_alive=True) + chunk(body) + b"0\r\n\r\n"
@@ -368,18 +362,17 @@ def test_end_of_body_is_found_while_the_server_keeps_the_connection_open(framing
         reply = head(length=len(body), keep_alive=True) + body
     with FaultServer([send(reply), hold()]) as server:
         start = time.monotonic()
-        completion = client(server, read_timeout=2.0).complete("hi")
+        completion = completed(run, server, read_timeout=2.0)
         elapsed = time.monotonic() - start
         assert server.wait_peer_closed(0)
     assert completion.content == "framed" and completion.finish_reason == "stop"
     assert elapsed < 1.0  # did not wait for the read timeout
 
 
-def test_error_body_that_stalls_keeps_what_came():
+def test_error_body_that_stalls_keeps_what_came(run):
     reply = head(503, "Service Unavailable", "text/plain", length=1000) + b"upstream ti"
     with FaultServer([send(reply), hold()], max_connections=3) as server:
-        c = client(server, read_timeout=0.3, max_retries=0)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError, read_timeout=0.3, max_retries=0)
         assert server.wait_peer_closed(0)
     assert error.status == 503 and error.message == "upstream ti"
     assert_took(elapsed, 0.3)
@@ -389,12 +382,13 @@ def test_error_body_that_stalls_keeps_what_came():
 # Retries #####################################################################
 
 
-def test_503_then_200_is_retried_once():
+def test_503_then_200_is_retried_once(run):
     busy = response(b'{"error":{"message":"overloaded"}}', 503, "Service Unavailable", "application/json")
     with FaultServer([[send(busy)], ok_script()], max_connections=3) as server:
-        c = client(server, max_retries=2)
-        with c.stream("hi") as stream:
-            text = "".join(d.text for d in stream if isinstance(d, streamlite.ContentDelta))
+        outcome = go(run, server, call="stream", max_retries=2)
+        assert outcome.error is None, outcome.error
+        stream = outcome.stream
+        text = "".join(d.text for d in outcome.deltas if isinstance(d, streamlite.ContentDelta))
         assert server.connections == 2
         assert [r.body for r in server.requests][0] == server.requests[1].body
     assert text == "Hello, world"
@@ -402,10 +396,10 @@ def test_503_then_200_is_retried_once():
     assert stream.completion.finish_reason == "stop"
 
 
-def test_429_retry_after_ms_is_honoured():
+def test_429_retry_after_ms_is_honoured(run):
     limited = response(b"slow down", 429, "Too Many Requests", "text/plain", ["retry-after-ms: 50"])
     with FaultServer([[send(limited)], ok_script()], max_connections=3) as server:
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         assert server.connections == 2
         gap = server.accepted_at[1] - server.ended_at[0]
     assert completion.content == "Hello, world" and completion.stats.retries == 1
@@ -413,11 +407,11 @@ def test_429_retry_after_ms_is_honoured():
     assert 0.04 <= gap < 0.3
 
 
-def test_429_retry_after_seconds_is_honoured():
+def test_429_retry_after_seconds_is_honoured(run):
     limited = response(b"slow down", 429, "Too Many Requests", "text/plain", ["Retry-After: 1"])
     with FaultServer([[send(limited)], ok_script()], max_connections=3) as server:
         start = time.monotonic()
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         elapsed = time.monotonic() - start
         assert server.connections == 2
         gap = server.accepted_at[1] - server.ended_at[0]
@@ -425,10 +419,10 @@ def test_429_retry_after_seconds_is_honoured():
     assert 1.0 - EARLY <= gap and elapsed <= 1.0 + SLACK
 
 
-def test_retry_after_beyond_the_cap_raises_at_once():
+def test_retry_after_beyond_the_cap_raises_at_once(run):
     limited = response(b"come back tomorrow", 429, "Too Many Requests", "text/plain", ["Retry-After: 121"])
     with FaultServer([send(limited)], max_connections=3) as server:
-        error, elapsed = failing(lambda: client(server, max_retries=3).complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError, max_retries=3)
         assert server.connections == 1
     assert error.status == 429 and error.retry_after == 121.0
     assert "come back tomorrow" in str(error)
@@ -449,26 +443,26 @@ def local_time_far_from_utc(monkeypatch):
 
 
 @pytest.mark.parametrize("usegmt", [True, False], ids=["GMT", "-0000"])
-def test_retry_after_as_an_http_date(usegmt, local_time_far_from_utc):
+def test_retry_after_as_an_http_date(usegmt, local_time_far_from_utc, run):
     from email.utils import formatdate
 
     when = formatdate(time.time() + 200, usegmt=usegmt)  # "... GMT" or "... -0000": both UTC
     limited = response(b"later", 429, "Too Many Requests", "text/plain", ["Retry-After: " + when])
     with FaultServer([send(limited)], max_connections=3) as server:
-        error, elapsed = failing(lambda: client(server, max_retries=3).complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError, max_retries=3)
         assert server.connections == 1
     assert 198 <= error.retry_after <= 201  # beyond the 120 s cap: raised at once, with the wait
     assert elapsed < SLACK
 
 
-def test_retry_after_http_date_in_the_near_future_is_honoured():
+def test_retry_after_http_date_in_the_near_future_is_honoured(run):
     from email.utils import formatdate
 
     start = time.time()
     when = formatdate(int(start) + 2, usegmt=True)
     limited = response(b"slow down", 503, "Service Unavailable", "text/plain", ["Retry-After: " + when])
     with FaultServer([[send(limited)], ok_script()], max_connections=3) as server:
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         assert server.connections == 2
         gap = server.accepted_at[1] - server.ended_at[0]
     assert completion.content == "Hello, world"
@@ -476,11 +470,10 @@ def test_retry_after_http_date_in_the_near_future_is_honoured():
     assert gap >= int(start) + 2 - start - 0.2
 
 
-def test_retry_after_beyond_the_total_timeout_raises_at_once():
+def test_retry_after_beyond_the_total_timeout_raises_at_once(run):
     limited = response(b"busy", 503, "Service Unavailable", "text/plain", ["Retry-After: 5"])
     with FaultServer([send(limited)], max_connections=3) as server:
-        c = client(server, max_retries=3, total_timeout=2.0)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError, max_retries=3, total_timeout=2.0)
         assert server.connections == 1
     assert error.status == 503 and error.retry_after == 5.0
     assert elapsed < 1.0  # neither slept 5 s nor waited for the 2 s deadline
@@ -492,61 +485,61 @@ def test_retry_after_beyond_the_total_timeout_raises_at_once():
     (400, "Bad Request", b'{"error":{"message":"bad model","code":"model_not_found"}}', [], "bad model",
      "model_not_found"),
 ])
-def test_not_retried(status, reason, body, extra, message, code):
+def test_not_retried(status, reason, body, extra, message, code, run):
     refused = response(body, status, reason, "application/json", extra)
     with FaultServer([send(refused)], max_connections=3) as server:
-        error, elapsed = failing(lambda: client(server, max_retries=3).complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError, max_retries=3)
         assert server.connections == 1
     assert (error.status, error.message, error.code) == (status, message, code)
     assert elapsed < SLACK
     assert_clean(error)
 
 
-def test_x_should_retry_true_on_a_400_is_retried():
+def test_x_should_retry_true_on_a_400_is_retried(run):
     refused = response(b'{"error":{"message":"try again"}}', 400, "Bad Request", "application/json",
                        ["x-should-retry: true", "retry-after-ms: 10"])
     with FaultServer([[send(refused)], ok_script()], max_connections=3) as server:
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         assert server.connections == 2
     assert completion.content == "Hello, world" and completion.stats.retries == 1
 
 
-def test_retries_run_out():
+def test_retries_run_out(run):
     busy = response(b"busy", 502, "Bad Gateway", "text/plain", ["retry-after-ms: 10"])
     with FaultServer([send(busy)], max_connections=5) as server:
-        error, _ = failing(lambda: client(server, max_retries=2).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError, max_retries=2)
         assert server.connections == 3  # the first try and two retries
     assert error.status == 502 and error.message == "busy"
     assert_clean(error)
 
 
-def test_reset_before_any_response_is_retried():
+def test_reset_before_any_response_is_retried(run):
     with FaultServer([[reset()], ok_script()], max_connections=3) as server:
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         assert server.connections == 2
     assert completion.content == "Hello, world" and completion.stats.retries == 1
 
 
-def test_reset_in_the_middle_of_the_response_head_is_retried():
+def test_reset_in_the_middle_of_the_response_head_is_retried(run):
     with FaultServer([[send(b"HTTP/1.1 200 OK\r\nContent-Ty"), reset()], ok_script()], max_connections=3) as server:
-        completion = client(server, max_retries=1).complete("hi")
+        completion = completed(run, server, max_retries=1)
         assert server.connections == 2
     assert completion.content == "Hello, world" and completion.stats.retries == 1
 
 
-def test_resets_before_any_response_run_out_of_retries():
+def test_resets_before_any_response_run_out_of_retries(run):
     with FaultServer([reset()], max_connections=5) as server:
-        error, _ = failing(lambda: client(server, max_retries=1).complete("hi"), streamlite.APIConnectionError)
+        error, _ = failing_run(run, server, streamlite.APIConnectionError, max_retries=1)
         assert server.connections == 2
     assert "before responding" in str(error)
     assert error.partial is None
     assert_clean(error)
 
 
-def test_never_retried_after_the_first_delta():
+def test_never_retried_after_the_first_delta(run):
     script = [send(head() + delta("already said")), hold(), reset()]
     with FaultServer(script, max_connections=3) as server:
-        error = reset_once_read(server, client(server, max_retries=3), "already said")
+        error = reset_once_read(run, server, "already said", max_retries=3)
         assert not server.wait_connections(2, timeout=0.3)
         assert server.connections == 1
     assert_partial(error, "already said")
@@ -557,9 +550,9 @@ def test_never_retried_after_the_first_delta():
 # Wrong responses #############################################################
 
 
-def test_request_asks_for_identity_encoding_and_an_event_stream():
+def test_request_asks_for_identity_encoding_and_an_event_stream(run):
     with FaultServer(ok_script()) as server:
-        client(server).complete("hi", model="m")
+        completed(run, server, model="m")
         (request,) = server.requests
     assert request.method == "POST" and request.target == "/v1/chat/completions"
     assert request.headers["accept-encoding"] == "identity"
@@ -568,10 +561,10 @@ def test_request_asks_for_identity_encoding_and_an_event_stream():
     assert json.loads(request.body)["stream"] is True
 
 
-def test_200_html_page_is_a_protocol_error_naming_it():
+def test_200_html_page_is_a_protocol_error_naming_it(run):
     page = b"<!DOCTYPE html><html><head><title>Hotel WiFi Login</title></head><body>Sign in</body></html>"
     with FaultServer([send(response(page, ctype="text/html; charset=utf-8"))], max_connections=3) as server:
-        error, _ = failing(lambda: client(server, max_retries=2).complete("hi"), streamlite.ProtocolError)
+        error, _ = failing_run(run, server, streamlite.ProtocolError, max_retries=2)
         assert server.connections == 1
     assert "text/html" in str(error) and "Hotel WiFi Login" in str(error)
     assert "<title>" not in str(error)
@@ -579,23 +572,23 @@ def test_200_html_page_is_a_protocol_error_naming_it():
     assert_clean(error)
 
 
-def test_200_json_error_body_is_an_api_error():
+def test_200_json_error_body_is_an_api_error(run):
     body = json.dumps({"error": {"message": "quota exhausted", "type": "insufficient_quota",
                                  "code": "insufficient_quota"}}).encode()
     with FaultServer([send(response(body, ctype="application/json"))]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError)
     assert error.message == "quota exhausted" and error.code == "insufficient_quota"
     assert error.type == "insufficient_quota"
     assert "quota exhausted" in str(error)
     assert_clean(error)
 
 
-def test_4xx_json_body_with_request_id_and_echoed_key():
+def test_4xx_json_body_with_request_id_and_echoed_key(run):
     body = json.dumps({"error": {"message": "Incorrect API key provided: %s." % KEY, "type": "invalid_request_error",
                                  "code": "invalid_api_key"}}).encode()
     reply = response(body, 401, "Unauthorized", "application/json", ["x-request-id: req_abc123"])
     with FaultServer([send(reply)]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError)
     assert error.status == 401 and error.code == "invalid_api_key" and error.type == "invalid_request_error"
     assert error.request_id == "req_abc123"
     assert error.message.startswith("Incorrect API key provided:") and "[redacted]" in error.message
@@ -608,56 +601,57 @@ def test_4xx_json_body_with_request_id_and_echoed_key():
     ("Authorization", "Bearer tok-SENTINEL-header-88", "tok-SENTINEL-header-88"),
     ("X-Goog-Api-Key", "AIzaSENTINEL-header-99", "AIzaSENTINEL-header-99"),
 ])
-def test_credentials_passed_as_headers_are_redacted_too(name, value, secret):
+def test_credentials_passed_as_headers_are_redacted_too(name, value, secret, run):
     body = json.dumps({"error": {"message": "bad credentials %s (from %s)" % (secret, value)}}).encode()
     with FaultServer([send(response(body, 401, "Unauthorized", "application/json"))]) as server:
-        c = streamlite.Client(server.url, None, headers={name: value}, max_retries=0)
-        error, _ = failing(lambda: c.complete("hi"), streamlite.APIError)
+        outcome = run(server.url, "hi", None, call="complete", headers={name: value}, max_retries=0)
+        error = outcome.error
+        assert isinstance(error, streamlite.APIError), error
     text = str(error) + repr(error) + "".join(traceback.format_exception(type(error), error, None))
     assert secret not in text and "[redacted]" in error.message
     assert error.message.startswith("bad credentials")
 
 
-def test_4xx_text_body():
+def test_4xx_text_body(run):
     reply = response(b"model 'nope' not found\n", 404, "Not Found", "text/plain", ["apim-request-id: az-42"])
     with FaultServer([send(reply)]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError)
     assert error.status == 404 and error.message == "model 'nope' not found" and error.code is None
     assert error.request_id == "az-42"
     assert str(error) == "404 Not Found: model 'nope' not found"
     assert_clean(error)
 
 
-def test_4xx_html_body_shows_its_title():
+def test_4xx_html_body_shows_its_title(run):
     page = (b"<html><head><title>403 Forbidden</title><style>body{}</style></head>"
             b"<body><center><h1>403 Forbidden</h1></center><hr><center>nginx</center></body></html>")
     reply = response(page, 403, "Forbidden", "text/html", ["x-request-id: edge-7"])
     with FaultServer([send(reply)]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError)
     assert error.status == 403 and error.request_id == "edge-7"
     assert str(error) == "403 Forbidden: 403 Forbidden"
     assert "<" not in str(error)
     assert_clean(error)
 
 
-def test_4xx_empty_body_uses_the_reason():
+def test_4xx_empty_body_uses_the_reason(run):
     with FaultServer([send(response(b"", 422, "Unprocessable Entity", None))]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError)
     assert error.status == 422 and error.message == "Unprocessable Entity"
     assert_clean(error)
 
 
-def test_gzip_encoded_event_stream_is_decoded():
+def test_gzip_encoded_event_stream_is_decoded(run):
     body = gzip.compress(GOOD_BODY * 1)
     reply = head(headers=["Content-Encoding: gzip"], chunked=True)
     # the compressed bytes in small chunks: the inflater works incrementally
     pieces = b"".join(chunk(body[i : i + 7]) for i in range(0, len(body), 7)) + b"0\r\n\r\n"
     with FaultServer([send(reply + pieces)]) as server:
-        completion = client(server).complete("hi")
+        completion = completed(run, server)
     assert completion.content == "Hello, world" and completion.finish_reason == "stop"
 
 
-def test_a_gzip_bomb_is_inflated_a_piece_at_a_time():
+def test_a_gzip_bomb_is_inflated_a_piece_at_a_time(run):
     # 64 MB of comment lines squeezed into a few tens of kB, in one piece
     bomb = gzip.compress((b": " + b"x" * 65000 + b"\n") * 1000 + GOOD_BODY, compresslevel=9)
     assert len(bomb) < 200_000
@@ -665,17 +659,18 @@ def test_a_gzip_bomb_is_inflated_a_piece_at_a_time():
     first = next(pieces)
     assert len(first) <= 65536  # one bounded piece made, the rest not yet
     with FaultServer([send(response(bomb, headers=["Content-Encoding: gzip"]))]) as server:
-        with client(server).stream("hi", accumulate=False) as stream:
-            tracing = platform.python_implementation() == "CPython"  # PyPy has no tracemalloc
-            if tracing:
-                import tracemalloc
+        tracing = platform.python_implementation() == "CPython"  # PyPy has no tracemalloc
+        if tracing:
+            import tracemalloc
 
-                tracemalloc.start()
-            deltas = list(stream)
-            if tracing:
-                peak = tracemalloc.get_traced_memory()[1]
-                tracemalloc.stop()
-                assert peak < 4_000_000, peak
+            tracemalloc.start()
+        outcome = go(run, server, call="stream", stream_options=dict(accumulate=False))
+        if tracing:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert peak < 4_000_000, peak
+        assert outcome.error is None, outcome.error
+        deltas = outcome.deltas
     assert "".join(d.text for d in deltas if isinstance(d, streamlite.ContentDelta)) == "Hello, world"
 
 
@@ -698,59 +693,59 @@ def test_inflated_output_is_never_held_back():
         assert made == len(text)
 
 
-def test_corrupt_gzip_is_a_protocol_error():
+def test_corrupt_gzip_is_a_protocol_error(run):
     body = gzip.compress(GOOD_BODY)
     broken = body[:10] + bytes(b ^ 0x5A for b in body[10:30]) + body[30:]
     with FaultServer([send(response(broken, headers=["Content-Encoding: gzip"]))]) as server:
-        error, _ = failing(lambda: client(server).complete("hi"), streamlite.ProtocolError)
+        error, _ = failing_run(run, server, streamlite.ProtocolError)
     assert "compressed body is corrupt" in str(error)
     assert_clean(error)
 
 
-def test_brotli_is_refused_clearly():
+def test_brotli_is_refused_clearly(run):
     with FaultServer([send(response(b"\x8b\x03\x80garbage", headers=["Content-Encoding: br"]))]) as server:
-        error, elapsed = failing(lambda: client(server).complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError)
     assert "'br'-encoded" in str(error) and "identity" in str(error)
     assert elapsed < SLACK
     assert_partial(error, "")
     assert_clean(error)
 
 
-def test_redirect_is_not_followed():
+def test_redirect_is_not_followed(run):
     location = "http://127.0.0.1:1/elsewhere/v1/chat/completions"
     reply = response(b"", 307, "Temporary Redirect", None, ["Location: " + location])
     with FaultServer([send(reply)], max_connections=3) as server:
-        error, _ = failing(lambda: client(server, max_retries=2).complete("hi"), streamlite.APIError)
+        error, _ = failing_run(run, server, streamlite.APIError, max_retries=2)
         assert server.connections == 1 and len(server.requests) == 1
     assert error.status == 307
     assert "redirect to %s not followed" % location in str(error)
     assert_clean(error)
 
 
-def test_garbage_instead_of_http_is_a_protocol_error():
+def test_garbage_instead_of_http_is_a_protocol_error(run):
     with FaultServer([send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), close()], max_connections=3) as server:
-        error, _ = failing(lambda: client(server, max_retries=2).complete("hi"), streamlite.ProtocolError)
+        error, _ = failing_run(run, server, streamlite.ProtocolError, max_retries=2)
         assert server.connections == 1
     assert "valid HTTP" in str(error)
     assert_clean(error)
 
 
 @pytest.mark.parametrize("endless", [b"X-A: " + b"a" * 70000, b"X-A: b\r\n" * 1000], ids=["long line", "many lines"])
-def test_an_endless_response_head_is_refused_before_it_ends(endless):
+def test_an_endless_response_head_is_refused_before_it_ends(endless, run):
     """Neither a huge header nor a flood of short ones waits for the head (or the timeout) to end."""
     script = [send(b"HTTP/1.1 200 OK\r\n" + endless), hold(timeout=10)]
     with FaultServer(script, max_connections=3) as server:
-        error, elapsed = failing(lambda: client(server, read_timeout=5).complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, read_timeout=5)
         server.release()
     assert elapsed < 2.5, "waited %.2f s for a head that never ends" % elapsed
     assert "larger than 65536 bytes" in str(error) or "more than 128 header lines" in str(error)
     assert_clean(error)
 
 
-def test_100_continue_then_the_real_response():
+def test_100_continue_then_the_real_response(run):
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
     with FaultServer([send(interim), sleep(0.05), send(response(GOOD_BODY))]) as server:
-        completion = client(server).complete("hi")
+        completion = completed(run, server)
     assert completion.content == "Hello, world"
 
 
@@ -759,12 +754,11 @@ def test_100_continue_then_the_real_response():
 LIMIT = 64 * 1024
 
 
-def test_endless_line_without_newline_stops_at_max_event_bytes():
+def test_endless_line_without_newline_stops_at_max_event_bytes(run):
     total = 64 * 2**20
     script = [send(head() + b"data: "), flood(b"x" * 65536, total)]
     with FaultServer(script) as server:
-        c = client(server, max_event_bytes=LIMIT)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, max_event_bytes=LIMIT)
         assert server.wait_ended(1)
         assert server.peer_closed_at  # the client hung up; the server did not finish
         assert server.sent[0] < total // 4  # what the kernel buffers took, not the 64 MB
@@ -774,13 +768,12 @@ def test_endless_line_without_newline_stops_at_max_event_bytes():
     assert_clean(error)
 
 
-def test_giant_event_of_many_lines_stops_at_max_event_bytes():
+def test_giant_event_of_many_lines_stops_at_max_event_bytes(run):
     total = 64 * 2**20
     line = b"data: " + b"y" * 1000 + b"\n"
     script = [send(head() + delta("before")), flood(line * 64, total)]
     with FaultServer(script) as server:
-        c = client(server, max_event_bytes=LIMIT)
-        error, elapsed = failing(lambda: c.complete("hi"), streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, max_event_bytes=LIMIT)
         assert server.wait_ended(1)
         assert server.sent[0] < total // 4
     assert "%d" % LIMIT in str(error) and "event" in str(error)
@@ -790,19 +783,15 @@ def test_giant_event_of_many_lines_stops_at_max_event_bytes():
 
 
 @pytest.mark.parametrize("framing", ["chunked", "close"])
-def test_events_before_an_oversized_event_in_the_same_read_are_kept(framing):
+def test_events_before_an_oversized_event_in_the_same_read_are_kept(framing, run):
     """One send: two whole events, then an event over the limit; the server keeps the connection
     open. The two are handed out, then it raises at once (no wait for more bytes or a timeout)."""
     body = delta("first") + delta(" second") + b"data: " + b"z" * 3000 + b"\n\n"  # one read
     wire = head(chunked=True) + chunk(body) if framing == "chunked" else head() + body
     with FaultServer([send(wire), hold(timeout=10)]) as server:
-        c = client(server, max_event_bytes=2048, read_timeout=5)
         seen = []
-        def run():
-            with c.stream("hi") as stream:
-                for item in stream:
-                    seen.append(item)
-        error, elapsed = failing(run, streamlite.ProtocolError)
+        error, elapsed = failing_run(run, server, streamlite.ProtocolError, call="stream", on_delta=seen.append,
+                                     max_event_bytes=2048, read_timeout=5)
         server.release()
     assert [d.text for d in seen] == ["first", " second"]
     assert "limit of 2048 bytes" in str(error)
@@ -814,7 +803,6 @@ def test_events_before_an_oversized_event_in_the_same_read_are_kept(framing):
 DEEP = b"[" * 100000
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("wire, kind, partial", [
     (head() + delta("ok") + b"data: " + DEEP + b"\n\n", streamlite.ProtocolError, "ok"),
     (head() + delta("ok") + b"event: error\ndata: " + DEEP + b"\n\n", streamlite.APIError, "ok"),
@@ -822,27 +810,21 @@ DEEP = b"[" * 100000
     (head(ctype="application/json") + DEEP, streamlite.ProtocolError, None),
     (head(400, "Bad Request", ctype="application/json") + DEEP, streamlite.APIError, None),
 ], ids=["event", "error event", "error object", "200 json", "400 json"])
-def test_json_nested_deeper_than_the_parser_goes_is_a_typed_error(wire, kind, partial, use_async):
+def test_json_nested_deeper_than_the_parser_goes_is_a_typed_error(wire, kind, partial, run):
     """json.loads raises RecursionError (not ValueError) on deep nesting: still a typed error."""
     with FaultServer([send(wire), close()]) as server:
-        if use_async:
-            import asyncio
-
-            c = streamlite.AsyncClient(server.url, KEY, read_timeout=5, max_retries=0)
-            error, _ = failing(lambda: asyncio.run(c.acomplete("hi")), kind)
-        else:
-            error, _ = failing(lambda: client(server).complete("hi"), kind)
+        error, _ = failing_run(run, server, kind, read_timeout=5)
     assert len(str(error)) < 1000
     if partial is not None:
         assert_partial(error, partial)
     assert_clean(error)
 
 
-def test_huge_error_body_is_read_only_in_part():
+def test_huge_error_body_is_read_only_in_part(run):
     total = 50 * 2**20
     script = [send(head(500, "Internal Server Error", "text/plain", length=total)), flood(b"z" * 65536, total)]
     with FaultServer(script) as server:
-        error, elapsed = failing(lambda: client(server).complete("hi"), streamlite.APIError)
+        error, elapsed = failing_run(run, server, streamlite.APIError)
         assert server.wait_ended(1)
         assert server.sent[0] < total // 4
     assert error.status == 500
@@ -885,23 +867,26 @@ class _MemoryMeter:
             self.retained, self.peak = current - self.base, peak - self.base
 
 
-def test_200k_tiny_events_without_accumulating_in_constant_memory():
+def test_200k_tiny_events_without_accumulating_in_constant_memory(run):
     count, measured = 200_000, 20_000
     text = "t" * 100
     batch = 1000
     script = [send(head()), repeat(delta(text) * batch, count=count // batch), send(finish() + DONE)]
     with FaultServer(script) as server:
         seen = 0
-        with client(server).stream("hi", accumulate=False) as stream:
-            deltas = iter(stream)
-            for item in deltas:
-                seen += item.text == text
-                if seen == count - measured:
-                    break
-            with _MemoryMeter() as meter:
-                # the last 20k events: 2 MB of text if anything kept them
-                for item in deltas:
-                    seen += getattr(item, "text", None) == text
+        meter = _MemoryMeter()
+
+        def on_delta(item):
+            nonlocal seen
+            seen += getattr(item, "text", None) == text
+            if seen == count - measured and not hasattr(meter, "base"):
+                meter.__enter__()  # the last 20k events: 2 MB of text if anything kept them
+
+        outcome = go(run, server, call="stream", on_delta=on_delta, keep=False,
+                     stream_options=dict(accumulate=False))
+        meter.__exit__(None, None, None)
+        assert outcome.error is None, outcome.error
+        stream = outcome.stream
         assert server.errors == []
     assert seen == count
     assert meter.retained < 500_000 and meter.peak < 1_000_000, (meter.retained, meter.peak)
@@ -916,13 +901,12 @@ def _held_stream_script():
     return [send(head() + delta("one") + delta("two")), hold()]
 
 
-def test_break_out_of_the_loop_closes_the_connection():
+def test_break_out_of_the_loop_closes_the_connection(run):
     with FaultServer(_held_stream_script()) as server:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with client(server).stream("hi") as stream:
-                for item in stream:
-                    break
+            outcome = go(run, server, call="stream", on_delta=lambda item: True)  # break at the first
+            (item,), stream = outcome.deltas, outcome.stream
             gc.collect()
         assert server.wait_peer_closed(0)
     assert item == streamlite.ContentDelta("one")
@@ -946,17 +930,24 @@ def test_close_ends_iteration_and_closes_the_connection():
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
-def test_exception_in_the_block_closes_the_connection():
+def test_exception_in_the_block_closes_the_connection(run):
+    def caller_bug(item):
+        raise KeyError("caller bug")
+
     with FaultServer(_held_stream_script()) as server:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with pytest.raises(KeyError):
-                with client(server).stream("hi") as stream:
-                    next(stream)
-                    raise KeyError("caller bug")
+                go(run, server, call="stream", on_delta=caller_bug)
             gc.collect()
         assert server.wait_peer_closed(0)
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def async_client(server, **options):
+    settings = dict(connect_timeout=1.0, read_timeout=2.0, max_retries=0)
+    settings.update(options)
+    return streamlite.AsyncClient(server.url, KEY, **settings)
 
 
 def test_garbage_collected_unfinished_stream_closes_without_warnings():
@@ -971,6 +962,25 @@ def test_garbage_collected_unfinished_stream_closes_without_warnings():
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def test_garbage_collected_unfinished_async_stream_closes_without_warnings():
+    async def scenario(server):
+        stream = async_client(server).astream("hi")
+        await stream.__anext__()
+        del stream
+        gc.collect()
+        for _ in range(3):  # let the loop run the closing it scheduled
+            await asyncio.sleep(0)
+        return server.wait_peer_closed(0)
+
+    with FaultServer(_held_stream_script()) as server:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            closed = asyncio.run(scenario(server))
+            gc.collect()
+    assert closed
+    assert not [w for w in caught if issubclass(w.category, (ResourceWarning, RuntimeWarning))]
+
+
 def test_garbage_collected_unstarted_stream_closes_without_warnings():
     with FaultServer(_held_stream_script()) as server:
         with warnings.catch_warnings(record=True) as caught:
@@ -981,19 +991,24 @@ def test_garbage_collected_unstarted_stream_closes_without_warnings():
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
-def test_16_threads_stream_concurrently_with_content_intact():
-    threads = 16
-    pieces = 40
-    barrier = threading.Barrier(threads, timeout=10)
+def _all_at_once_script(connections, pieces):
+    """Each connection answers "<prompt>:<i> " for i < pieces: half the answer, then waits until
+    all `connections` are open at once, then the rest."""
+    barrier = threading.Barrier(connections, timeout=10)
 
     def script(index, request):
         name = json.loads(request.body)["messages"][0]["content"]
         words = [delta("%s:%d " % (name, i)) for i in range(pieces)]
-        # half the answer, then wait until all 16 connections are open at once, then the rest
         return [send(head() + b"".join(words[: pieces // 2])), call(barrier.wait),
                 send(b"".join(words[pieces // 2 :]) + finish() + DONE)]
 
-    with FaultServer(script, max_connections=threads) as server:
+    return script
+
+
+def test_16_threads_stream_concurrently_with_content_intact():
+    threads = 16
+    pieces = 40
+    with FaultServer(_all_at_once_script(threads, pieces), max_connections=threads) as server:
         c = client(server, read_timeout=10.0)
         results, failures = {}, []
 
@@ -1017,6 +1032,24 @@ def test_16_threads_stream_concurrently_with_content_intact():
         assert results[number].content == expected and results[number].finish_reason == "stop"
 
 
+def test_16_async_streams_in_one_loop_with_content_intact():
+    """The async twin of the test above: 16 tasks on one AsyncClient in one loop."""
+    tasks = 16
+    pieces = 40
+    with FaultServer(_all_at_once_script(tasks, pieces), max_connections=tasks) as server:
+        c = async_client(server, read_timeout=10.0)
+
+        async def all_at_once():
+            return await asyncio.gather(*[c.acomplete("task-%d" % n) for n in range(tasks)])
+
+        results = asyncio.run(all_at_once())
+        assert server.errors == []
+        assert server.connections == tasks
+    for number in range(tasks):
+        expected = "".join("task-%d:%d " % (number, i) for i in range(pieces))
+        assert results[number].content == expected and results[number].finish_reason == "stop"
+
+
 # Secrets echoed inside a 200 body, and the partial's counters ##################
 
 
@@ -1025,29 +1058,17 @@ def test_16_threads_stream_concurrently_with_content_intact():
     ("text/event-stream", delta("so far") + b"data: {not json " + KEY.encode() + b"}\n\n"),
     ("application/json", json.dumps({"error": {"message": "Incorrect API key provided: " + KEY}}).encode()),
 ])
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_key_echoed_in_the_body_of_a_200_is_redacted(ctype, body, mode):
+def test_a_key_echoed_in_the_body_of_a_200_is_redacted(ctype, body, run):
     with FaultServer([send(response(body, ctype=ctype))]) as server:
-        if mode == "sync":
-            error, _ = failing(lambda: client(server).complete("hi"), streamlite.StreamliteError)
-        else:
-            async_client = streamlite.AsyncClient(server.url, KEY, max_retries=0, read_timeout=2.0)
-            error, _ = failing(lambda: __import__("asyncio").run(async_client.acomplete("hi")),
-                               streamlite.StreamliteError)
+        error, _ = failing_run(run, server, streamlite.StreamliteError)
     assert "[redacted]" in str(error)
     assert_clean(error)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_the_partial_counts_the_bytes_that_arrived(mode):
+def test_the_partial_counts_the_bytes_that_arrived(run):
     sent = head() + delta("abc")
     with FaultServer([send(sent), close()]) as server:
-        if mode == "sync":
-            error, _ = failing(lambda: client(server).complete("hi"), streamlite.APIConnectionError)
-        else:
-            async_client = streamlite.AsyncClient(server.url, KEY, max_retries=0, read_timeout=2.0)
-            error, _ = failing(lambda: __import__("asyncio").run(async_client.acomplete("hi")),
-                               streamlite.APIConnectionError)
+        error, _ = failing_run(run, server, streamlite.APIConnectionError)
     stats = error.partial.stats
     assert error.partial.content == "abc"
     assert stats.bytes == len(sent) and stats.events == 1

@@ -2,13 +2,12 @@
 Azure's header and deployment URLs, a provider that rejects stream_options, inline <think>
 tags, and raw chunks reachable for fields nobody has typed."""
 
-import http.server
 import json
-import threading
 
 import pytest
 
 import streamlite
+from loopback import RecordingServer, http_head
 
 KEY = "sk-SENTINEL-providers-3c8d"
 
@@ -25,53 +24,16 @@ def finish(reason="stop"):
     return {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
 
 
-class Recorder:
+def Recorder(*replies):
     """Answers each POST with the next (status, content type, body) of `replies`, recording
-    path, headers and JSON body. Serves at most len(replies) requests, then stops."""
+    path, headers and JSON body (request["path"], ["headers"], ["body"]). Serves at most
+    len(replies) requests, then stops."""
+    def reply(status, ctype, payload):
+        return http_head(status, None, [("Content-Type", ctype), ("Content-Length", str(len(payload))),
+                                        ("Connection", "close")]) + payload
 
-    def __init__(self, *replies):
-        self.replies = list(replies)
-        self.requests = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                recorder.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                          "body": body})
-                status, ctype, payload = recorder.replies[len(recorder.requests) - 1]
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(payload)
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.timeout = 10
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self):
-        for _ in self.replies:
-            self.server.handle_request()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self.server.server_address[1]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.thread.join(15)
-        self.server.server_close()
+    return RecordingServer([reply(*r) for r in replies], max_connections=len(replies), lifetime=15.0,
+                           path="")
 
 
 OK = (200, "text/event-stream", sse(content("Hello"), finish()))

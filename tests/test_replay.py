@@ -2,14 +2,13 @@
 chunkings, through the sync and async clients; the Completion or the error must match."""
 
 import asyncio
-import http.server
 import json
 import pathlib
-import threading
 
 import pytest
 
 import streamlite
+from loopback import ReplayServer
 
 DATA = pathlib.Path(__file__).parent / "data" / "streams"
 NAMES = sorted(p.stem for p in DATA.glob("*.sse"))
@@ -21,51 +20,20 @@ def test_transcripts_found():
     assert len(NAMES) >= 30
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        name, size = self.path.split("/")[1:3]
-        meta = json.loads((DATA / (name + ".json")).read_text(encoding="utf-8"))
-        body = (DATA / (name + ".sse")).read_bytes()
-        self.send_response(meta["status"])
-        for key, value in meta["headers"].items():
-            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(key, value)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        step = int(size) if size != "0" else len(body) or 1
-        try:
-            for start in range(0, len(body), step):
-                piece = body[start : start + step]
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+def _respond(request):
+    """/<name>/<size>/...: the transcript <name> with its recorded status and headers, the body
+    in chunks of <size> bytes (0: one chunk)."""
+    name, size = request.target.split("/")[1:3]
+    meta = json.loads((DATA / (name + ".json")).read_text(encoding="utf-8"))
+    headers = [(key, value) for key, value in meta["headers"].items()
+               if key.lower() not in ("content-length", "transfer-encoding", "connection")]
+    return meta["status"], headers, (DATA / (name + ".sse")).read_bytes(), int(size) or None
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # the client closing at [DONE] resets the idle keep-alive connection: expected
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server():
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:%d" % httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with ReplayServer(_respond, max_connections=2, lifetime=30.0) as replay:
+        yield "http://127.0.0.1:%d" % replay.port
 
 
 def _summary(completion):

@@ -9,17 +9,14 @@ import asyncio
 import base64
 import logging
 import pathlib
-import select
 import shutil
-import socket
 import ssl
-import threading
 import traceback
 from collections import namedtuple
-from urllib.parse import urlsplit
 
 import pytest
 
+import loopback
 import streamlite
 
 KEY = "sk-SENTINEL-tls-7c1e"
@@ -28,6 +25,26 @@ PROXY_PASSWORD = "pr0xy-SENTINEL-pass-5d2a"
 PROXY_TOKEN = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()).decode()
 SECRETS = (KEY, PROXY_PASSWORD)
 TIMEOUT = 10.0  # every socket operation of the test servers
+# Tests that take `run` run through Client and AsyncClient (conftest.py). These fail on the async
+# side today (the async client's CONNECT reading disagrees with the sync one): their async
+# variants run in test_faults_async_parity.py until the clients agree.
+ASYNC_IN_PARITY_FILE = {
+    "test_proxy_closing_during_connect_is_a_connection_error",
+    "test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error",
+}
+ASYNC_TUNNEL = hasattr(asyncio.StreamWriter, "start_tls")  # Python 3.11+: https through a proxy
+# Before Python 3.11 the async client refuses https through a proxy (test_async_https_target_
+# through_a_connect_tunnel checks that): these run through the sync client alone there.
+SYNC_ONLY = set() if ASYNC_TUNNEL else {
+    "test_https_target_goes_through_a_connect_tunnel_and_proxy_credentials_stay_with_the_proxy",
+    "test_https_proxy_from_the_environment_tunnels_to_a_named_host",
+    "test_host_name_mismatch_through_a_tunnel_names_the_host",
+    "test_environment_proxies_apply_to_loopback_targets_too",
+    "test_proxy_407_on_connect_is_a_typed_error_without_secrets",
+    "test_proxy_refusing_connect_is_a_typed_error",
+    "test_proxy_closing_during_connect_is_a_connection_error",
+    "test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error",
+}
 CLIENT = dict(connect_timeout=5, read_timeout=5, total_timeout=15, max_retries=0)
 
 SSE_REPLY = (
@@ -93,216 +110,53 @@ def certs():
 
 
 def server_context(cert):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(cert) + ".pem", str(cert) + ".key")
-    return context
+    return loopback.server_context(cert)
 
 
 ###############################################################################
-# Servers: an origin that records requests, a forward proxy, a silent listener
+# Servers (tests/loopback.py): an origin that records requests, a forward proxy, a silent listener
 ###############################################################################
-
-Request = namedtuple("Request", "line headers body")
-
-
-def read_request(conn):
-    """One HTTP request head (and its Content-Length body) from a socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = conn.recv(65536)
-        if not piece:
-            raise ConnectionError("the client closed before the end of the request head (%r)" % data[:80])
-        data += piece
-        assert len(data) < 1 << 20
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    length = int(dict((n.lower(), v) for n, v in headers).get("content-length", "0"))
-    while len(rest) < length:
-        piece = conn.recv(65536)
-        if not piece:
-            break
-        rest += piece
-    return Request(lines[0], headers, rest)
 
 
 def header(request, name):
-    values = [value for key, value in request.headers if key.lower() == name.lower()]
-    return values[0] if len(values) == 1 else values or None
+    return request.header(name)
 
 
-class _Listener:
-    """Accepts at most `limit` connections on 127.0.0.1 in a daemon thread; handle(conn) each."""
-
-    def __init__(self, limit, allow_failures=False):
-        self.allow_failures = allow_failures
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(TIMEOUT)
-        self.port = self.listener.getsockname()[1]
-        self.limit = limit
-        self.accepted = 0
-        self.failures = []  # exceptions raised while handling a connection
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stopping = True
-        if self._thread.is_alive():
-            try:  # wake a blocked accept()
-                socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT).close()
-            except OSError:
-                pass
-        self._thread.join(TIMEOUT)
-        self.listener.close()
-        assert not self._thread.is_alive(), "a test server did not stop"
-        if exc_info[0] is None and not self.allow_failures:
-            assert not self.failures, "the test server failed: %r" % self.failures
-
-    def _run(self):
-        while self.accepted < self.limit:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if self._stopping:
-                conn.close()
-                return
-            self.accepted += 1
-            conn.settimeout(TIMEOUT)
-            try:
-                self.handle(conn)
-            except Exception as exc:  # recorded for the test to look at
-                self.failures.append(exc)
-            finally:
-                conn.close()
-
-    def handle(self, conn):
-        raise NotImplementedError
-
-
-class Origin(_Listener):
+def Origin(reply=SSE_REPLY, tls=None, limit=4, allow_failures=False):
     """An HTTP (or, with `tls`, HTTPS) server that records each request and answers `reply`."""
-
-    def __init__(self, reply=SSE_REPLY, tls=None, limit=4, allow_failures=False):
-        super().__init__(limit, allow_failures)
-        self.reply = reply
-        self.tls = tls
-        self.requests = []
-
-    @property
-    def url(self):
-        return "%s://127.0.0.1:%d/v1" % ("https" if self.tls else "http", self.port)
-
-    def handle(self, conn):
-        if self.tls is not None:
-            conn = self.tls.wrap_socket(conn, server_side=True)  # a refused handshake raises here
-        try:
-            self.requests.append(read_request(conn))
-            conn.sendall(self.reply)
-        finally:
-            conn.close()
+    return loopback.FaultServer([loopback.send(reply), loopback.close()], tls=tls, max_connections=limit,
+                                io_timeout=TIMEOUT, allow_errors=allow_failures)
 
 
-class Proxy(_Listener):
-    """A forward proxy: CONNECT tunnels and absolute-form HTTP requests, to 127.0.0.1 only.
-
-    `routes` maps the host names clients ask for to local ports. Every request head the proxy
-    receives is recorded; `answer` (bytes) replaces the forwarding, e.g. a 407."""
-
-    def __init__(self, routes, answer=None, limit=4, allow_failures=False):
-        super().__init__(limit, allow_failures)
-        self.routes = routes
-        self.answer = answer
-        self.requests = []
-        self.tunnelled = bytearray()  # what the client sent through CONNECT tunnels
-
-    def url(self, credentials=True):
-        auth = "%s:%s@" % (PROXY_USER, PROXY_PASSWORD) if credentials else ""
-        return "http://%s127.0.0.1:%d" % (auth, self.port)
-
-    def handle(self, conn):
-        request = read_request(conn)
-        self.requests.append(request)
-        if self.answer is not None:
-            conn.sendall(self.answer(request) if callable(self.answer) else self.answer)
-            return
-        method, target, version = request.line.split(" ")
-        if method == "CONNECT":
-            host, _, port = target.rpartition(":")
-            upstream = self._upstream(host, int(port))
-            with upstream:
-                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                self._relay(conn, upstream, tunnel=True)
-        else:
-            parts = urlsplit(target)
-            upstream = self._upstream(parts.hostname, parts.port or 80)
-            with upstream:
-                lines = ["%s %s %s" % (method, parts.path + ("?" + parts.query if parts.query else ""), version)]
-                lines += ["%s: %s" % item for item in request.headers if item[0].lower() != "proxy-authorization"]
-                upstream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + request.body)
-                self._relay(conn, upstream, tunnel=False)
-
-    def _upstream(self, host, port):
-        assert host in self.routes, "the proxy was asked for %s:%d" % (host, port)
-        return socket.create_connection(("127.0.0.1", self.routes[host]), timeout=TIMEOUT)
-
-    def _relay(self, client, upstream, tunnel):
-        """Copy bytes both ways until either side closes (or nothing moves for TIMEOUT)."""
-        while True:
-            ready, _, _ = select.select([client, upstream], [], [], TIMEOUT)
-            if not ready:
-                raise TimeoutError("the proxied connection went quiet")
-            for sock in ready:
-                try:
-                    data = sock.recv(65536)
-                except ConnectionError:
-                    data = b""
-                if not data:
-                    return
-                if sock is client and tunnel:
-                    self.tunnelled += data
-                (upstream if sock is client else client).sendall(data)
+def Proxy(routes, answer=None, limit=4, allow_failures=False):
+    """A forward proxy to 127.0.0.1 (loopback.Proxy) whose url() holds the test's credentials."""
+    return loopback.Proxy(routes, answer, credentials=(PROXY_USER, PROXY_PASSWORD), max_connections=limit,
+                          io_timeout=TIMEOUT, allow_errors=allow_failures)
 
 
-class Silent:
-    """A listening socket nobody accepts from: `contacted()` tells whether anyone connected.
-
-    A connect completes in the kernel backlog, so once a client call has returned, a
-    non-blocking accept() sees any connection it made."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.port = self.listener.getsockname()[1]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.listener.close()
-
-    def contacted(self):
-        self.listener.setblocking(False)
-        try:
-            conn, _ = self.listener.accept()
-        except BlockingIOError:
-            return False
-        conn.close()
-        return True
+Silent = loopback.Silent
 
 
 def complete(client):
     return client.complete("hi", model="test-model")
+
+
+def raises_run(run, error_type, url, api_key=KEY, **options):
+    """complete() through the client `run` drives (sync or async, tests/clients.py) must raise
+    `error_type`; checks that it leaks no secret and returns it."""
+    outcome = run(url, "hi", api_key, call="complete", model="test-model", **options)
+    if not isinstance(outcome.error, error_type):
+        raise AssertionError("expected %s, got %r" % (error_type.__name__, outcome.error))
+    assert_no_secret(outcome.error)
+    return outcome.error
+
+
+def completes(run, url, api_key=KEY, **options):
+    """complete() through the client `run` drives must succeed; returns the Completion."""
+    outcome = run(url, "hi", api_key, call="complete", model="test-model", **options)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.completion
 
 
 def raises(error_type, call, *args, **kwargs):
@@ -318,10 +172,9 @@ def raises(error_type, call, *args, **kwargs):
 ###############################################################################
 
 
-def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs):
+def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs, run):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin:
-        client = streamlite.Client(origin.url, KEY, **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, **dict(CLIENT, max_retries=2))
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1" in message
     assert "ca_file=" in message and "SSL_CERT_FILE" in message and "verify=False" in message
@@ -331,15 +184,9 @@ def test_default_client_refuses_an_unknown_ca_and_says_how_to_fix_it(certs):
     assert len(origin.failures) == 1 and isinstance(origin.failures[0], ssl.SSLError)
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-def test_an_expired_certificate_is_refused_and_says_so(certs, use_async):
+def test_an_expired_certificate_is_refused_and_says_so(certs, run):
     with Origin(tls=server_context(certs.expired), allow_failures=True) as origin:
-        client_type = streamlite.AsyncClient if use_async else streamlite.Client
-        client = client_type(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-        if use_async:
-            error = raises(streamlite.APIConnectionError, lambda: asyncio.run(client.acomplete("hi", model="m")))
-        else:
-            error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1: certificate has expired" in message
     assert "renewed" in message and "clock" in message and "ca_file" not in message
@@ -355,47 +202,46 @@ def _check_answer(completion, origin):
     assert header(request, "Authorization") == "Bearer " + KEY
 
 
-def test_ca_file_option_verifies_the_server(certs):
+def test_ca_file_option_verifies_the_server(certs, run):
     with Origin(tls=server_context(certs.good)) as origin:
-        completion = complete(streamlite.Client(origin.url, KEY, ca_file=certs.ca, **CLIENT))
+        completion = completes(run, origin.url, ca_file=certs.ca, **CLIENT)
     _check_answer(completion, origin)
     assert header(origin.requests[0], "Host") == "127.0.0.1:%d" % origin.port
 
 
 @pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
-def test_ca_bundle_from_the_environment(certs, monkeypatch, variable):
+def test_ca_bundle_from_the_environment(certs, monkeypatch, variable, run):
     monkeypatch.setenv(variable, certs.ca)
     with Origin(tls=server_context(certs.good)) as origin:
-        completion = complete(streamlite.Client(origin.url, KEY, **CLIENT))
+        completion = completes(run, origin.url, **CLIENT)
     _check_answer(completion, origin)
 
 
-def test_ca_file_option_wins_over_the_environment(certs, tmp_path, monkeypatch):
+def test_ca_file_option_wins_over_the_environment(certs, tmp_path, monkeypatch, run):
     other = tmp_path / "other-ca.pem"
     shutil.copy(certs.ca, str(other))  # a valid bundle, so a wrong choice would still work...
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))  # ...but this one is missing
     with Origin(tls=server_context(certs.good)) as origin:
-        completion = complete(streamlite.Client(origin.url, KEY, ca_file=str(other), **CLIENT))
+        completion = completes(run, origin.url, ca_file=str(other), **CLIENT)
     _check_answer(completion, origin)
 
 
-def test_verify_false_accepts_an_unknown_ca(certs):
+def test_verify_false_accepts_an_unknown_ca(certs, run):
     with Origin(tls=server_context(certs.good)) as origin:
-        completion = complete(streamlite.Client(origin.url, KEY, verify=False, **CLIENT))
+        completion = completes(run, origin.url, verify=False, **CLIENT)
     _check_answer(completion, origin)
 
 
-def test_verify_false_accepts_a_host_name_mismatch(certs):
+def test_verify_false_accepts_a_host_name_mismatch(certs, run):
     with Origin(tls=server_context(certs.localhost_only)) as origin:
-        completion = complete(streamlite.Client(origin.url, KEY, verify=False, **CLIENT))
+        completion = completes(run, origin.url, verify=False, **CLIENT)
     _check_answer(completion, origin)
 
 
-def test_certificate_for_another_host_is_refused_even_with_the_right_ca(certs):
+def test_certificate_for_another_host_is_refused_even_with_the_right_ca(certs, run):
     # the certificate names localhost only; the client connects to 127.0.0.1
     with Origin(tls=server_context(certs.localhost_only), allow_failures=True) as origin:
-        client = streamlite.Client(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, origin.url, ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for 127.0.0.1" in message
     assert "mismatch" in message and "not valid for '127.0.0.1'" in message
@@ -413,22 +259,21 @@ def test_missing_ca_file_is_a_config_error_before_any_io(tmp_path):
         assert not silent.contacted()
 
 
-def test_missing_ca_bundle_from_the_environment_is_a_config_error(tmp_path, monkeypatch):
+def test_missing_ca_bundle_from_the_environment_is_a_config_error(tmp_path, monkeypatch, run):
     missing = str(tmp_path / "no-such-bundle.pem")
     monkeypatch.setenv("SSL_CERT_FILE", missing)
     with Silent() as silent:
-        client = streamlite.Client("https://127.0.0.1:%d/v1" % silent.port, KEY, **CLIENT)
-        error = raises(streamlite.ConfigError, complete, client)
+        error = raises_run(run, streamlite.ConfigError, "https://127.0.0.1:%d/v1" % silent.port, **CLIENT)
         assert "does not exist" in str(error) and missing in str(error)
         assert not silent.contacted()
 
 
-def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path):
+def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path, run):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
     with Silent() as silent:
-        client = streamlite.Client("https://127.0.0.1:%d/v1" % silent.port, KEY, ca_file=str(garbage), **CLIENT)
-        error = raises(streamlite.ConfigError, complete, client)
+        error = raises_run(run, streamlite.ConfigError, "https://127.0.0.1:%d/v1" % silent.port, ca_file=str(garbage),
+                           **CLIENT)
         assert "cannot load the CA file" in str(error)
         assert not silent.contacted()
 
@@ -438,10 +283,9 @@ def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path):
 ###############################################################################
 
 
-def test_http_target_goes_through_an_explicit_proxy_in_absolute_form():
+def test_http_target_goes_through_an_explicit_proxy_in_absolute_form(run):
     with Origin() as origin, Proxy({"127.0.0.1": origin.port}) as proxy:
-        client = streamlite.Client(origin.url, KEY, proxy=proxy.url(), **CLIENT)
-        completion = complete(client)
+        completion = completes(run, origin.url, proxy=proxy.url(), **CLIENT)
     assert completion.content == "hello over the wire"
     assert [r.line for r in proxy.requests] == [
         "POST http://127.0.0.1:%d/v1/chat/completions HTTP/1.1" % origin.port
@@ -455,10 +299,9 @@ def test_http_target_goes_through_an_explicit_proxy_in_absolute_form():
     assert b'"messages"' in origin.requests[0].body
 
 
-def test_https_target_goes_through_a_connect_tunnel_and_proxy_credentials_stay_with_the_proxy(certs):
+def test_https_target_goes_through_a_connect_tunnel_and_proxy_credentials_stay_with_the_proxy(certs, run):
     with Origin(tls=server_context(certs.good)) as origin, Proxy({"127.0.0.1": origin.port}) as proxy:
-        client = streamlite.Client(origin.url, KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        completion = complete(client)
+        completion = completes(run, origin.url, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
     assert completion.content == "hello over the wire"
     # the proxy saw one CONNECT with its credentials, and nothing meant for the origin
     assert [r.line for r in proxy.requests] == ["CONNECT 127.0.0.1:%d HTTP/1.1" % origin.port]
@@ -477,14 +320,13 @@ def test_https_target_goes_through_a_connect_tunnel_and_proxy_credentials_stay_w
     assert PROXY_PASSWORD not in repr(request) and PROXY_TOKEN not in repr(request)
 
 
-def test_https_proxy_from_the_environment_tunnels_to_a_named_host(certs, monkeypatch):
+def test_https_proxy_from_the_environment_tunnels_to_a_named_host(certs, monkeypatch, run):
     """The client asks the proxy for api.example.test and never resolves the name itself; the
     certificate is checked against that name."""
     with Origin(tls=server_context(certs.good)) as origin, Proxy({"api.example.test": origin.port}) as proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url())
         monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the wrong one for https
-        client = streamlite.Client("https://api.example.test/v1", KEY, ca_file=certs.ca, **CLIENT)
-        completion = complete(client)
+        completion = completes(run, "https://api.example.test/v1", ca_file=certs.ca, **CLIENT)
     assert completion.content == "hello over the wire"
     assert [r.line for r in proxy.requests] == ["CONNECT api.example.test:443 HTTP/1.1"]
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
@@ -492,11 +334,11 @@ def test_https_proxy_from_the_environment_tunnels_to_a_named_host(certs, monkeyp
     assert header(origin.requests[0], "Proxy-Authorization") is None
 
 
-def test_host_name_mismatch_through_a_tunnel_names_the_host(certs):
+def test_host_name_mismatch_through_a_tunnel_names_the_host(certs, run):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin, \
             Proxy({"wrong.example.test": origin.port}) as proxy:
-        client = streamlite.Client("https://wrong.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://wrong.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     message = str(error)
     assert "TLS certificate verification failed for wrong.example.test" in message
     assert "Hostname mismatch" in message and "not valid for 'wrong.example.test'" in message
@@ -505,42 +347,39 @@ def test_host_name_mismatch_through_a_tunnel_names_the_host(certs):
 
 
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])
-def test_http_proxy_from_the_environment(monkeypatch, variable):
+def test_http_proxy_from_the_environment(monkeypatch, variable, run):
     with Origin() as origin, Proxy({"api.example.test": origin.port}) as proxy:
         monkeypatch.setenv(variable, proxy.url(credentials=False))
         monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # the wrong one for http
-        client = streamlite.Client("http://api.example.test:8080/v1", KEY, **CLIENT)
-        completion = complete(client)
+        completion = completes(run, "http://api.example.test:8080/v1", **CLIENT)
     assert completion.content == "hello over the wire"
     assert [r.line for r in proxy.requests] == ["POST http://api.example.test:8080/v1/chat/completions HTTP/1.1"]
     assert header(proxy.requests[0], "Proxy-Authorization") is None  # the URL had no credentials
     assert header(origin.requests[0], "Host") == "api.example.test:8080"
 
 
-def test_environment_proxies_apply_to_loopback_targets_too(certs, monkeypatch):
+def test_environment_proxies_apply_to_loopback_targets_too(certs, monkeypatch, run):
     """As with curl and requests, only NO_PROXY exempts a host: 127.0.0.1 is proxied like any other."""
     with Origin() as origin, Origin(tls=server_context(certs.good)) as tls_origin:
         with Proxy({"127.0.0.1": origin.port}, limit=1) as proxy:
             monkeypatch.setenv("HTTP_PROXY", proxy.url(credentials=False))
-            assert complete(streamlite.Client(origin.url, KEY, **CLIENT)).content == "hello over the wire"
+            assert completes(run, origin.url, **CLIENT).content == "hello over the wire"
         assert [r.line for r in proxy.requests] == ["POST %s/chat/completions HTTP/1.1" % origin.url]
         with Proxy({"127.0.0.1": tls_origin.port}, limit=1) as proxy:
             monkeypatch.setenv("HTTPS_PROXY", proxy.url(credentials=False))
-            client = streamlite.Client(tls_origin.url, KEY, ca_file=certs.ca, **CLIENT)
-            assert complete(client).content == "hello over the wire"
+            assert completes(run, tls_origin.url, ca_file=certs.ca, **CLIENT).content == "hello over the wire"
         assert [r.line for r in proxy.requests] == ["CONNECT 127.0.0.1:%d HTTP/1.1" % tls_origin.port]
     assert len(origin.requests) == 1 and len(tls_origin.requests) == 1
 
 
 @pytest.mark.parametrize("no_proxy", ["127.0.0.0/8", "localhost,127.0.0.1", "::1/128, 127.0.0.1/32"])
-def test_no_proxy_exempts_loopback_targets(certs, monkeypatch, no_proxy):
+def test_no_proxy_exempts_loopback_targets(certs, monkeypatch, no_proxy, run):
     with Silent() as proxy, Origin() as origin, Origin(tls=server_context(certs.good)) as tls_origin:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             monkeypatch.setenv(name, "http://127.0.0.1:%d" % proxy.port)
         monkeypatch.setenv("NO_PROXY", no_proxy)
-        assert complete(streamlite.Client(origin.url, KEY, **CLIENT)).content == "hello over the wire"
-        client = streamlite.Client(tls_origin.url, KEY, ca_file=certs.ca, **CLIENT)
-        assert complete(client).content == "hello over the wire"
+        assert completes(run, origin.url, **CLIENT).content == "hello over the wire"
+        assert completes(run, tls_origin.url, ca_file=certs.ca, **CLIENT).content == "hello over the wire"
         assert not proxy.contacted()
     assert len(origin.requests) == 1 and len(tls_origin.requests) == 1
 
@@ -552,11 +391,10 @@ PROXY_407 = (
 )
 
 
-def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs):
+def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs, run):
     with Proxy({}, answer=PROXY_407) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca,
-                                   **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **dict(CLIENT, max_retries=2))
     assert error.status == 407
     assert "needs credentials (407 Proxy Authentication Required)" in str(error)
     assert "127.0.0.1:%d" % proxy.port in str(error) and "api.example.test:443" in str(error)
@@ -564,11 +402,11 @@ def test_proxy_407_on_connect_is_a_typed_error_without_secrets(certs):
     assert PROXY_TOKEN not in str(error) + repr(error)
 
 
-def test_proxy_refusing_connect_is_a_typed_error(certs):
+def test_proxy_refusing_connect_is_a_typed_error(certs, run):
     forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     with Proxy({}, answer=forbidden) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert error.status == 403 and "refused it" in str(error)
 
 
@@ -589,10 +427,10 @@ def _echo_token_407(request):
 
 
 @pytest.mark.parametrize("answer", [PROXY_407, _echo_407, _echo_token_407], ids=["plain", "echoing", "token"])
-def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer):
+def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer, run):
     with Proxy({}, answer=answer) as proxy:
-        client = streamlite.Client("http://api.example.test/v1", KEY, proxy=proxy.url(), **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", proxy=proxy.url(), **dict(CLIENT,
+                           max_retries=2))
     assert error.status == 407
     assert str(error).startswith("407 Proxy Authentication Required")
     assert PROXY_TOKEN not in str(error) and PROXY_PASSWORD not in str(error)
@@ -600,11 +438,10 @@ def test_proxy_407_for_an_http_target_is_a_typed_error_without_secrets(answer):
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
 
 
-def test_the_token_of_a_proxy_from_the_environment_is_scrubbed_too(monkeypatch):
+def test_the_token_of_a_proxy_from_the_environment_is_scrubbed_too(monkeypatch, run):
     with Proxy({}, answer=_echo_token_407) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url())
-        client = streamlite.Client("http://api.example.test/v1", KEY, **CLIENT)
-        error = raises(streamlite.APIError, complete, client)
+        error = raises_run(run, streamlite.APIError, "http://api.example.test/v1", **CLIENT)
     assert error.status == 407 and "[redacted]" in str(error)
     assert PROXY_TOKEN not in str(error) and PROXY_TOKEN not in repr(error.body)
 
@@ -618,16 +455,10 @@ def test_uppercase_http_proxy_is_ignored_in_a_cgi_program(monkeypatch):
     assert streamlite._proxy_from_env("http", "api.example.test") == "http://chosen-by-the-admin:3128"
 
 
-def test_unreachable_proxy_error_names_the_proxy_not_its_password():
-    closed = socket.socket()  # bound, not listening: connecting is refused
-    closed.bind(("127.0.0.1", 0))
-    try:
-        port = closed.getsockname()[1]
+def test_unreachable_proxy_error_names_the_proxy_not_its_password(run):
+    with loopback.refused_port() as port:  # bound, not listening: connecting is refused
         proxy = "http://%s:%s@127.0.0.1:%d" % (PROXY_USER, PROXY_PASSWORD, port)
-        client = streamlite.Client("http://api.example.test/v1", KEY, proxy=proxy, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
-    finally:
-        closed.close()
+        error = raises_run(run, streamlite.APIConnectionError, "http://api.example.test/v1", proxy=proxy, **CLIENT)
     assert "through the proxy 127.0.0.1:%d" % port in str(error)
     assert PROXY_USER not in str(error)
 
@@ -743,10 +574,10 @@ def test_proxy_option_overrides_the_environment(monkeypatch):
     assert client._session.settings.proxy_for(loopback).port == 4000  # an explicit proxy is used even for loopback
 
 
-def test_empty_proxy_option_sends_directly_despite_the_environment(monkeypatch):
+def test_empty_proxy_option_sends_directly_despite_the_environment(monkeypatch, run):
     with Proxy({}) as proxy, Origin() as origin:
         _setenv(monkeypatch, HTTP_PROXY=proxy.url(), ALL_PROXY=proxy.url())
-        completion = complete(streamlite.Client(origin.url, KEY, proxy="", **CLIENT))
+        completion = completes(run, origin.url, proxy="", **CLIENT)
     assert completion.content == "hello over the wire"
     assert proxy.accepted == 0 and len(origin.requests) == 1
 
@@ -801,11 +632,12 @@ def test_control_characters_in_base_url_are_config_errors(monkeypatch, injected,
         assert not silent.contacted()
 
 
-def test_credentials_in_base_url_are_refused_without_echoing_them():
+def test_credentials_in_base_url_are_refused_without_echoing_them(run):
     with Silent() as silent:
-        url = "http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD, silent.port)
-        error = raises(streamlite.ConfigError, streamlite.Client, url, **CLIENT)  # at once, before any I/O
-        assert "must not hold credentials" in str(error) and PROXY_PASSWORD not in str(error)
+        error = raises_run(run, streamlite.ConfigError, "http://user:%s@127.0.0.1:%d/v1" % (PROXY_PASSWORD,
+                           silent.port),
+                           None, **CLIENT)
+        assert "must not hold credentials" in str(error)
         assert not silent.contacted()
 
 
@@ -822,9 +654,9 @@ def test_control_characters_in_header_values_are_config_errors(control):
     assert "'Authorization'" in str(error)
 
 
-def test_tab_in_a_header_value_is_allowed():
+def test_tab_in_a_header_value_is_allowed(run):
     with Origin() as origin:
-        complete(streamlite.Client(origin.url, KEY, headers={"X-Tag": "a\tb"}, **CLIENT))
+        completes(run, origin.url, headers={"X-Tag": "a\tb"}, **CLIENT)
     assert header(origin.requests[0], "X-Tag") == "a\tb"
 
 
@@ -842,49 +674,46 @@ def test_api_key_with_a_control_character_inside_is_refused_without_showing_it()
 
 @pytest.mark.parametrize("raw", [KEY + "\n", KEY + "\r\n", "  " + KEY + " \n", "\n" + KEY])
 @pytest.mark.parametrize("source", ["argument", "env"])
-def test_api_key_read_from_a_file_is_stripped(monkeypatch, raw, source):
+def test_api_key_read_from_a_file_is_stripped(monkeypatch, raw, source, run):
     with Origin() as origin:
         if source == "env":
             monkeypatch.setenv("OPENAI_API_KEY", raw)
-            client = streamlite.Client(origin.url, **CLIENT)
+            completes(run, origin.url, None, **CLIENT)
         else:
-            client = streamlite.Client(origin.url, raw, **CLIENT)
-        complete(client)
+            completes(run, origin.url, raw, **CLIENT)
     assert header(origin.requests[0], "Authorization") == "Bearer " + KEY
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_redirect_to_another_origin_is_not_followed(status):
+def test_redirect_to_another_origin_is_not_followed(status, run):
     with Silent() as elsewhere:
         location = "http://127.0.0.1:%d/v1/chat/completions" % elsewhere.port
         reply = ("HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                  % (status, location)).encode()
         with Origin(reply=reply) as origin:
-            client = streamlite.Client(origin.url, KEY, **dict(CLIENT, max_retries=2))
-            error = raises(streamlite.APIError, complete, client)
+            error = raises_run(run, streamlite.APIError, origin.url, **dict(CLIENT, max_retries=2))
         assert error.status == status
         assert "redirect to %s not followed" % location in str(error)
         assert origin.accepted == 1  # not retried either
         assert not elsewhere.contacted()
 
 
-def test_redirect_from_https_to_another_origin_is_not_followed(certs):
+def test_redirect_from_https_to_another_origin_is_not_followed(certs, run):
     with Silent() as elsewhere:
         location = "http://127.0.0.1:%d/v1/chat/completions" % elsewhere.port
         reply = ("HTTP/1.1 307 Temporary Redirect\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location).encode()
         with Origin(reply=reply, tls=server_context(certs.good)) as origin:
-            client = streamlite.Client(origin.url, KEY, ca_file=certs.ca, **CLIENT)
-            error = raises(streamlite.APIError, complete, client)
+            error = raises_run(run, streamlite.APIError, origin.url, ca_file=certs.ca, **CLIENT)
         assert error.status == 307 and location in str(error)
         assert not elsewhere.contacted()
 
 
-def test_server_echoing_the_key_in_an_error_is_scrubbed():
+def test_server_echoing_the_key_in_an_error_is_scrubbed(run):
     body = b'{"error":{"message":"Incorrect API key provided: ' + KEY.encode() + b'","code":"invalid_api_key"}}'
     reply = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
              % (len(body), body))
     with Origin(reply=reply) as origin:
-        error = raises(streamlite.APIError, complete, streamlite.Client(origin.url, KEY, **CLIENT))
+        error = raises_run(run, streamlite.APIError, origin.url, **CLIENT)
     assert error.status == 401 and "Incorrect API key provided" in str(error)
     assert header(origin.requests[0], "Authorization") == "Bearer " + KEY  # the key was sent
 
@@ -892,8 +721,6 @@ def test_server_echoing_the_key_in_an_error_is_scrubbed():
 ###############################################################################
 # The same through AsyncClient (its own connect and tunnel code)
 ###############################################################################
-
-ASYNC_TUNNEL = hasattr(asyncio.StreamWriter, "start_tls")  # Python 3.11+: https through a proxy
 
 
 def acomplete(client):
@@ -977,37 +804,32 @@ def test_async_host_name_mismatch_through_a_tunnel(certs):
 ###############################################################################
 
 
-class Blurt(_Listener):
+def Blurt(data, limit=4):
     """Sends `data` the moment a client connects (before reading anything), then closes."""
-
-    def __init__(self, data, limit=4):
-        super().__init__(limit)
-        self.data = data
-
-    def handle(self, conn):
-        conn.sendall(self.data)
+    return loopback.FaultServer([loopback.send(data), loopback.close()], read_request=False, max_connections=limit,
+                                io_timeout=TIMEOUT, allow_errors=False)
 
 
-def test_https_to_a_plain_http_server_is_a_tls_handshake_error():
+def test_https_to_a_plain_http_server_is_a_tls_handshake_error(run):
     with Blurt(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n") as server:
-        client = streamlite.Client("https://127.0.0.1:%d/v1" % server.port, KEY, **dict(CLIENT, max_retries=2))
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://127.0.0.1:%d/v1" % server.port,
+                           **dict(CLIENT, max_retries=2))
     assert "TLS handshake with 127.0.0.1:%d failed" % server.port in str(error)
     assert "certificate verification" not in str(error)
     assert server.accepted == 1  # not retried
 
 
-def test_proxy_closing_during_connect_is_a_connection_error(certs):
+def test_proxy_closing_during_connect_is_a_connection_error(certs, run):
     with Proxy({}, answer=b"") as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.APIConnectionError, complete, client)
+        error = raises_run(run, streamlite.APIConnectionError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert "the proxy 127.0.0.1:%d closed the connection during CONNECT" % proxy.port in str(error)
     assert header(proxy.requests[0], "Proxy-Authorization") == "Basic " + PROXY_TOKEN
 
 
-def test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error(certs):
+def test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error(certs, run):
     early = b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
     with Proxy({}, answer=early) as proxy:
-        client = streamlite.Client("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca, **CLIENT)
-        error = raises(streamlite.ProtocolError, complete, client)
+        error = raises_run(run, streamlite.ProtocolError, "https://api.example.test/v1", proxy=proxy.url(),
+                           ca_file=certs.ca, **CLIENT)
     assert "before the tunnel was open" in str(error)
