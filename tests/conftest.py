@@ -19,10 +19,8 @@ for _name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_pro
 
 
 def pytest_generate_tests(metafunc):
-    """A test that takes the `run` fixture runs through both clients. A module can send some
-    async variants elsewhere: ASYNC_IN_PARITY_FILE (names of tests whose async variant lives in
-    test_faults_async_parity.py), SYNC_ONLY (names whose async variant does not apply on this
-    Python, with the reason in the module) and ONLY_MODE (that module runs only "async")."""
+    """A test that takes the `run` fixture runs through both clients; a module's SYNC_ONLY names
+    the tests whose async variant does not apply on this Python (the module says why)."""
     if "run" not in metafunc.fixturenames or "run" in vars(metafunc.module):
         return  # a module with a `run` fixture of its own parametrizes it itself
     for mark in metafunc.definition.iter_markers("parametrize"):
@@ -30,13 +28,8 @@ def pytest_generate_tests(metafunc):
         if "run" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
             return  # the test gives `run` its own values
     modes = ["sync", "async"]
-    if metafunc.function.__name__ in getattr(metafunc.module, "ASYNC_IN_PARITY_FILE", ()):
-        modes = ["sync"]
     if metafunc.function.__name__ in getattr(metafunc.module, "SYNC_ONLY", ()):
         modes = ["sync"]  # the module says why (e.g. a Python version without the async feature)
-    only = getattr(metafunc.module, "ONLY_MODE", None)
-    if only is not None:
-        modes = [only]
     metafunc.parametrize("run", modes, indirect=True)
 
 

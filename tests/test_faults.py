@@ -22,15 +22,7 @@ from loopback import FaultServer, call, close, flood, full_backlog, hold, repeat
 
 KEY = "sk-SENTINEL-faults-9f3a"
 
-# Every test that takes `run` runs through Client and AsyncClient (conftest.py). These fail on the
-# async side today (AsyncStream has no `retries` or `events`; an async read is made before the
-# deadline check and never awaited): their async variants run in
-# test_faults_async_parity.py until the clients agree; then drop the name here and there.
-ASYNC_IN_PARITY_FILE = {
-    "test_503_then_200_is_retried_once",
-    "test_200k_tiny_events_without_accumulating_in_constant_memory",
-    "test_total_timeout_against_a_flood_of_comments_leaves_nothing_behind",
-}
+# Tests that take `run` run through Client and AsyncClient (conftest.py).
 SLACK = 1.0  # how much later than its timeout an error may come on a loaded machine
 EARLY = 0.05  # how much earlier (timer granularity)
 

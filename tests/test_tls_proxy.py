@@ -25,13 +25,7 @@ PROXY_PASSWORD = "pr0xy-SENTINEL-pass-5d2a"
 PROXY_TOKEN = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()).decode()
 SECRETS = (KEY, PROXY_PASSWORD)
 TIMEOUT = 10.0  # every socket operation of the test servers
-# Tests that take `run` run through Client and AsyncClient (conftest.py). These fail on the async
-# side today (the async client's CONNECT reading disagrees with the sync one): their async
-# variants run in test_faults_async_parity.py until the clients agree.
-ASYNC_IN_PARITY_FILE = {
-    "test_proxy_closing_during_connect_is_a_connection_error",
-    "test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error",
-}
+# Tests that take `run` run through Client and AsyncClient (conftest.py).
 ASYNC_TUNNEL = hasattr(asyncio.StreamWriter, "start_tls")  # Python 3.11+: https through a proxy
 # Before Python 3.11 the async client refuses https through a proxy (test_async_https_target_
 # through_a_connect_tunnel checks that): these run through the sync client alone there.

@@ -1,12 +1,5 @@
-"""Where AsyncClient disagrees with Client today: every test here fails until the clients agree.
-
-1. Scenarios written once over the `run` fixture (tests/clients.py) in test_faults.py or
-   test_tls_proxy.py: their sync variant runs there, their async variant here (ONLY_MODE), so
-   the rest can be merged green. When one passes, delete its name from ASYNC_IN_PARITY_FILE in
-   its module and from the imports below: it then runs both ways where it is written.
-2. Async twins of sync-only tests (aclose(), chunks()) and the API's parity (issue 14): move
-   them next to their sync twins once they pass.
-"""
+"""What AsyncClient and AsyncStream have on par with Client and Stream (issue 14): the async
+twins of sync-only scenarios, and the shape of the async API."""
 
 import asyncio
 import gc
@@ -14,26 +7,9 @@ import warnings
 
 import streamlite
 from loopback import FaultServer
-from test_faults import (  # noqa: F401
-    KEY,
-    _held_stream_script,
-    async_client,
-    test_200k_tiny_events_without_accumulating_in_constant_memory,
-    test_503_then_200_is_retried_once,
-    test_total_timeout_against_a_flood_of_comments_leaves_nothing_behind,
-)
-from test_tls_proxy import (  # noqa: F401
-    certs,
-    clean_env,
-    no_secret_logged,
-    test_proxy_closing_during_connect_is_a_connection_error,
-    test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error,
-)
+from test_faults import KEY, _held_stream_script, async_client  # noqa: F401
 
-ONLY_MODE = "async"
-
-
-# Async twins of sync-only scenarios in test_faults.py that fail today ########
+# Async twins of sync-only scenarios in test_faults.py ########################
 
 def test_aclose_ends_iteration_and_closes_the_connection():
     """The async twin of the test above: aclose() for close()."""
