@@ -2918,7 +2918,7 @@ class _Inflater:
                 if piece:
                     yield piece
                 if decompressor.eof and decompressor.unused_data.strip(b"\0"):  # the next member
-                    data = decompressor.unused_data + data
+                    data = decompressor.unused_data  # all that follows the member (the tail too)
                     self._decompressor = self._zlib.decompressobj(self._bits)
                     continue
                 if not data and len(piece) < _READ_SIZE:

@@ -643,6 +643,16 @@ def test_gzip_encoded_event_stream_is_decoded(run):
     assert completion.content == "Hello, world" and completion.finish_reason == "stop"
 
 
+def test_a_gzip_body_of_two_members_with_a_large_first_one_is_read_once_to_its_end(run):
+    # the first member inflates past one 64 KB piece: the second must be neither lost nor doubled
+    padding = b": " + b"p" * 1000 + b"\n\n"
+    body = gzip.compress(padding * 200 + GOOD_BODY[: len(GOOD_BODY) // 2]) + gzip.compress(GOOD_BODY[len(GOOD_BODY) // 2 :])
+    reply = head(headers=["Content-Encoding: gzip"], chunked=True)
+    with FaultServer([send(reply + chunk(body) + b"0\r\n\r\n")]) as server:
+        completion = completed(run, server)
+    assert completion.content == "Hello, world" and completion.finish_reason == "stop"
+
+
 def test_a_gzip_bomb_is_inflated_a_piece_at_a_time(run):
     # 64 MB of comment lines squeezed into a few tens of kB, in one piece
     bomb = gzip.compress((b": " + b"x" * 65000 + b"\n") * 1000 + GOOD_BODY, compresslevel=9)
