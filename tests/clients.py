@@ -31,6 +31,7 @@ def run_sync(url, prompt="hi", api_key=None, *, call="stream", on_delta=None, ke
              stream_options=None, **client_options):
     deltas, error, stream, completion, first_at = [], None, None, None, None
     started = time.monotonic()
+    client = None
     try:
         client = streamlite.Client(url, api_key, **client_options)
         if call == "complete":
@@ -46,6 +47,9 @@ def run_sync(url, prompt="hi", api_key=None, *, call="stream", on_delta=None, ke
                         break
     except streamlite.StreamliteError as exc:
         error = exc
+    finally:
+        if client is not None:
+            client.close()  # its idle connection, as `with Client(...)` would (PyPy has no refcounting)
     ended_at = time.monotonic()
     if stream is not None and error is None:
         completion = stream.completion

@@ -41,6 +41,7 @@ class Terminal:
                                      stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         self.seen = ""
+        self.raw = ""
         self.mark = 0  # expect() looks for text printed after this point
 
     def _read(self, deadline):
@@ -51,7 +52,10 @@ class Terminal:
             data = os.read(self.master, 65536)
         except OSError:  # EIO: the child has gone and the slave is closed
             return False
-        self.seen += data.decode("utf-8", "replace")
+        self.raw += data.decode("utf-8", "replace")
+        # what a line editor adds when it echoes typing (PyPy's inserts each character with
+        # "ESC [ 1 @" and toggles the cursor); colours stay, the tests look for them
+        self.seen = re.sub(r"\x1b\[[0-9]*@|\x1b\[\?[0-9;]*[hl]", "", self.raw)
         return bool(data)
 
     def expect(self, text, timeout=TIMEOUT):

@@ -959,7 +959,8 @@ def test_garbage_collected_unfinished_stream_closes_without_warnings():
             stream = client(server).stream("hi")
             next(stream)
             del stream
-            gc.collect()
+            for _ in range(3):  # PyPy runs a generator's finalizer a collection after the object's
+                gc.collect()
         assert server.wait_peer_closed(0)
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
