@@ -43,6 +43,7 @@ import re
 import socket
 import sys
 import time
+from collections import abc
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -208,6 +209,17 @@ class ProtocolError(StreamliteError, ValueError):
         self.partial = partial
 
 
+def _raise_if(error: Optional[BaseException]) -> None:
+    """Raise `error` unless it is None, from a frame that then lets go of it. An exception that
+    a frame of its own traceback still holds forms a reference cycle, and every frame of the
+    call (a client, its pooled connections) then waits for the cyclic garbage collector."""
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+
+
 def _reason_phrase(status: int) -> str:
     """The standard reason phrase of an HTTP status ("Too Many Requests"), or ""."""
     from http import HTTPStatus
@@ -280,6 +292,17 @@ def _loads(text: str, _scan: Callable[[str, int], Tuple[Any, int]] = json.JSONDe
     return value
 
 
+_NOT_JSON = object()
+
+
+def _loads_or(text: str, default: Any) -> Any:
+    """_loads(text), or `default` when it is not valid JSON."""
+    try:
+        return _loads(text)
+    except _JSON_ERRORS:
+        return default
+
+
 _HTML_LIMIT = 256 * 1024  # the most of an HTML page looked at for its text
 
 
@@ -318,6 +341,19 @@ def _strip_tags(text: str, lowered: str) -> str:
         out.append(" ")
         pos = end + 1
     return "".join(out)
+
+
+def _valid_text(text: str) -> str:
+    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_text(text: str) -> str:
+    """`text`, made valid Unicode if it holds surrogates (JSON escapes can carry lone ones)."""
+    return _valid_text(text) if not text.isascii() and _SURROGATE.search(text) else text
 
 
 _REDACTED = "[redacted]"
@@ -360,6 +396,8 @@ def _scrub_value(value: Any, secrets: Sequence[str]) -> Any:
 def _scrub(error: StreamliteError, secrets: Sequence[str]) -> StreamliteError:
     """Remove secrets (and their starts) from every attribute and the text of an error, in
     case a server echoed them back; return the error."""
+    if error.__suppress_context__:  # raised "from None": the hidden exception may quote a secret
+        error.__context__ = None
     if not secrets:
         return error
     for name in ("message", "code", "type", "body", "request_id", "_display"):
@@ -724,12 +762,18 @@ class SSEDecoder:
     def _hold_back(self, error: ProtocolError, events: List[_Event]) -> None:
         """Raise `error` now, or, behind events that must come out first, at the next call."""
         if not events:
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # a frame holding the exception it raises makes a reference cycle
         self.failed = error
 
     def _raise_failed(self) -> None:
+        raise self._take_failed()
+
+    def _take_failed(self) -> ProtocolError:
         error, self.failed = self.failed, None
-        raise error or ProtocolError("the SSE decoder already failed; it takes no more input")
+        return error or ProtocolError("the SSE decoder already failed; it takes no more input")
 
     def _interpret(self, lines: List[str], events: List[_Event]) -> List[_Event]:
         """Interpret lines, adding the events they complete to `events`, and return it. A
@@ -1045,7 +1089,10 @@ class ChunkDecoder:
             out.append(ReasoningDelta(piece, index) if is_reasoning else ContentDelta(piece, index))
 
     def decode(self, chunk: Mapping[str, Any]) -> List[Delta]:
-        """Return the deltas of one chunk, in wire order; usage comes last."""
+        """Return the deltas of one chunk, in wire order; usage comes last. A chunk that is
+        not a JSON object raises ProtocolError."""
+        if type(chunk) is not dict and not isinstance(chunk, abc.Mapping):
+            raise ProtocolError("a chunk is a JSON object, not %s" % type(chunk).__name__)
         deltas: List[Delta] = []
         choices = chunk.get("choices")
         if choices and type(choices) is list:
@@ -1153,13 +1200,11 @@ def parse_chunk(obj: Mapping[str, Any]) -> List[Delta]:
     Tool-call fragments without an `index` are numbered by their position in this chunk; a
     Stream uses a ChunkDecoder, which remembers them across chunks. A chunk that is an error
     (`{"error": {...}}`, or a choice that finished with "error") raises APIError, as a stream
-    would.
+    would; anything that is not an object raises ProtocolError.
     """
     decoder = _ChatDialect()
     deltas = decoder.decode(obj)
-    error = decoder.error_of(obj)
-    if error is not None:
-        raise error
+    _raise_if(decoder.error_of(obj))
     return deltas
 
 
@@ -1903,7 +1948,7 @@ class _Fragments(List[str]):
         self.clear()
 
     def text(self) -> str:
-        return "".join(self.blocks) + "".join(self)
+        return _unicode_text("".join(self.blocks) + "".join(self))
 
 
 class _ChoiceParts:
@@ -2289,11 +2334,6 @@ class _SurrogateMender:
         return out
 
 
-def _valid_text(text: str) -> str:
-    """`text` with surrogate pairs joined and lone surrogates replaced by U+FFFD."""
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
 class _StreamDecoder:
     """Body pieces of one response in, deltas out (no I/O); shared by Stream and AsyncStream.
 
@@ -2404,7 +2444,15 @@ class _StreamDecoder:
         if self.error is None and not self.done:
             self.end()
         if self.error is not None:
-            raise self.error
+            raise self.take_error()
+
+    def take_error(self) -> StreamliteError:
+        """The error, which this decoder then no longer holds. An exception held by a frame of
+        its own traceback (here through `self`) forms a reference cycle: every frame of the
+        call, the client and its pooled connections would then wait for the cyclic GC."""
+        error, self.error = self.error, None
+        assert error is not None
+        return error
 
     def whole(self, body: bytes) -> Iterator[Delta]:
         """The deltas of a 200 application/json body, each added (closing() follows)."""
@@ -2444,17 +2492,16 @@ class _StreamDecoder:
         if len(body) > self.max_event_bytes:
             raise ProtocolError("the JSON response is larger than the limit of %d bytes" % self.max_event_bytes)
         text = body.decode("utf-8", "replace")
-        try:
-            chunk = _loads(text.strip())
-        except _JSON_ERRORS:
+        chunk = _loads_or(text.strip(), _NOT_JSON)
+        if chunk is _NOT_JSON:  # raised here, not in an except: json's error keeps the whole text
             raise ProtocolError(
                 "expected an event stream, got an application/json body that is not valid JSON: %r"
                 % _clip(text, 80)
-            ) from None
+            )
         if type(chunk) is not dict:
             raise _non_object_error(chunk, 1)
         if not self.dialect.is_whole(chunk):
-            _raise_chunk_error(chunk)
+            _raise_if(_chunk_error(chunk))
             raise ProtocolError("expected an event stream, got a JSON object that is no answer: %r" % _clip(text, 120))
         self._note_events(1)
         out = list(self._chunk_deltas(self.dialect.whole(chunk), "\\ud" in text or "\\uD" in text))
@@ -2519,10 +2566,7 @@ class _StreamDecoder:
 
     def _named_event(self, kind: str, data: str) -> Optional[Dict[str, Any]]:
         """An event with an `event:` name: "error" raises; others pass as chunks if JSON."""
-        try:
-            payload = _loads(data)
-        except _JSON_ERRORS:
-            payload = None
+        payload = _loads_or(data, None)
         if kind == "error":
             fields = error_fields(payload) if payload is not None else None
             if fields is None:
@@ -2595,12 +2639,6 @@ def _non_object_error(value: Any, number: int) -> StreamliteError:
     return ProtocolError("event %d holds JSON that is not an object: %r" % (number, _clip(_json_text(value), 80)))
 
 
-def _raise_chunk_error(chunk: Mapping[str, Any]) -> None:
-    error = _chunk_error(chunk)
-    if error is not None:
-        raise error
-
-
 ###############################################################################
 # HTTP/1.1 (no I/O) ###########################################################
 ###############################################################################
@@ -2645,11 +2683,12 @@ def _ascii_number(text: str) -> Optional[int]:
 
 class _Head:
     """An HTTP response head, parsed from bytes: feed() until it returns the bytes that follow
-    the head. 1xx interim responses are skipped; the head's size and line count are bounded,
-    and each byte is scanned once however the head is trickled in."""
+    the head. 1xx interim responses are skipped (up to MAX_INTERIM of them); the head's size and
+    line count are bounded, and each byte is scanned once however the head is trickled in."""
 
     MAX_BYTES = 65536
     MAX_FIELDS = 128
+    MAX_INTERIM = 16  # a server sending "100 Continue" forever is not skipped forever
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -2659,6 +2698,7 @@ class _Head:
         self.reason = ""
         self.version = ""
         self.headers: Dict[str, str] = {}
+        self._interim = 0
 
     def feed(self, data: bytes) -> Optional[bytes]:
         """Add bytes; once the (final) head is complete, return the bytes after it."""
@@ -2686,7 +2726,15 @@ class _Head:
             self._scanned = self._lines = 0
             if not 100 <= self.status < 200:  # 1xx: an interim response, the real one follows
                 return rest
+            self._skip_interim()
             buffer += rest
+
+    def _skip_interim(self) -> None:
+        if self.status == 101:  # no HTTP response follows a switch of protocols
+            raise ProtocolError("the server switched protocols (101 %s) instead of answering" % _clip(self.reason, 40))
+        self._interim += 1
+        if self._interim > self.MAX_INTERIM:
+            raise ProtocolError("the server sent more than %d interim (1xx) responses" % self.MAX_INTERIM)
 
     def _too_many_lines(self) -> None:
         raise ProtocolError("the response head has more than %d header lines" % self.MAX_FIELDS)
@@ -2982,6 +3030,7 @@ class _ResponseParser:
         self._reading: Optional[_Head] = _Head()
         self.head: Optional[_Head] = None
         self._framer = _BodyFramer(False, None, None)
+        self.broken = False  # the body's framing or coding failed: the connection is not reused
 
     def feed_head(self, data: bytes) -> Optional[bytes]:
         """Add bytes of the head; once the final head is complete, return the bytes after it.
@@ -2998,13 +3047,18 @@ class _ResponseParser:
     def feed(self, data: bytes) -> Iterator[bytes]:
         """The body pieces in `data` (none while a chunk header is incomplete)."""
         framer = self._framer
-        payload = framer.feed(data)
-        if payload:
-            if framer.inflater is None:
-                yield payload
-            else:
-                yield from framer.inflater.feed(payload)
+        try:
+            payload = framer.feed(data)
+            if payload:
+                if framer.inflater is None:
+                    yield payload
+                else:
+                    yield from framer.inflater.feed(payload)
+        except ProtocolError:
+            self.broken = True
+            raise
         if framer.failed is not None:
+            self.broken = True
             raise framer.failed
 
     def eof(self) -> None:
@@ -3021,7 +3075,8 @@ class _ResponseParser:
     def reusable(self) -> bool:
         """The body was read to its end and the server keeps the connection open."""
         head = self.head
-        return head is not None and head.keep_alive and self._framer.delimited and self._framer.complete
+        framer = self._framer
+        return head is not None and head.keep_alive and framer.delimited and framer.complete and not self.broken
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
@@ -3109,10 +3164,7 @@ def _error_from_body(status: int, reason: str, headers: Dict[str, str], body: by
     text = body.decode("utf-8", "replace")
     payload: Any = None
     if text.strip()[:1] in ("{", "["):
-        try:
-            payload = _loads(text.strip())
-        except _JSON_ERRORS:
-            payload = None
+        payload = _loads_or(text.strip(), None)
     fields = error_fields(payload) if payload is not None else None
     if fields is not None:
         message, code, kind = fields
@@ -3171,6 +3223,12 @@ def _has_control(text: str) -> bool:
     return any(ord(char) < 32 and char != "\t" or ord(char) == 127 for char in text)
 
 
+def _is_latin1(text: str) -> bool:
+    """Whether HTTP can carry `text` in a head. Checked without encoding: a UnicodeEncodeError
+    would hold the text (a credential) and stay chained to the ConfigError raised after it."""
+    return not text or max(text) <= "\xff"
+
+
 def _check_header(name: Any, value: Any) -> None:
     """Refuse header names and values that could split the request or cannot be sent (the
     value is never in the message: it may be a credential)."""
@@ -3180,13 +3238,11 @@ def _check_header(name: Any, value: Any) -> None:
         raise ConfigError("invalid header name %r" % (_clip(name, 60),))
     if _has_control(value):
         raise ConfigError("the value of header %r contains a control character" % (name,))
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
+    if not _is_latin1(value):
         raise ConfigError(
             "the value of header %r has a character HTTP cannot carry (not Latin-1: a pasted "
             "quote or an invisible space?)" % (name,)
-        ) from None
+        )
 
 
 @dataclass(frozen=True)
@@ -3216,11 +3272,10 @@ def _split_url(url: Any, what: str) -> Any:
     pasted into the wrong place)."""
     if not isinstance(url, str) or _has_control(url) or " " in url:
         raise ConfigError("%s must be a URL without spaces or control characters" % what)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError("%s has an invalid port or IPv6 address" % what) from None
+    parts = _url_parts(url)
+    if parts is None:
+        raise ConfigError("%s has an invalid port or IPv6 address" % what)
+    port = parts.port
     if parts.scheme not in ("http", "https"):
         raise ConfigError("%s must be an http:// or https:// URL" % what)
     if port == 0:
@@ -3229,15 +3284,33 @@ def _split_url(url: Any, what: str) -> Any:
     return parts
 
 
+def _url_parts(url: str) -> Any:
+    """urlsplit() of `url` with its port checked, or None. The ValueError is not kept: it
+    quotes the URL, which may hold a key."""
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError:
+        return None
+    return parts
+
+
+def _idna_ok(host: str) -> bool:
+    try:
+        host.encode("idna")
+    except UnicodeError:  # not kept: it quotes the host
+        return False
+    return True
+
+
 def _check_host(host: Optional[str], what: str) -> None:
     if not host:
         raise ConfigError("%s has no host name" % what)
     if ":" in host:
         return  # an IPv6 literal, checked by urlsplit
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        raise ConfigError("%s has an invalid host name (an empty label, or one over 63 characters)" % what) from None
+    if len(host.rstrip(".")) > 253 or not _idna_ok(host):
+        raise ConfigError("%s has an invalid host name (an empty label, one over 63 characters, "
+                          "or over 253 in all)" % what)
 
 
 def _is_azure_host(host: str) -> bool:
@@ -3702,7 +3775,10 @@ def _check_resend(error: APIConnectionError, link: _Link, decoder: _StreamDecode
     if link.closed:
         raise _closed_by_caller() from None
     if decoder.delivered or isinstance(error, APITimeoutError):
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # see _StreamDecoder.take_error
 
 
 class _Session:
@@ -3727,7 +3803,10 @@ class _Session:
             return 0.0, request.without("stream_options")
         delay = self.retry.delay(error, decoder.retries, request.deadline)
         if delay is None:
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no frame may hold the exception it raises (see _StreamDecoder.closing)
         decoder.retries += 1
         if self.on_retry is not None:
             self.on_retry(decoder.retries, _scrub(error, request.secrets), delay)
@@ -3798,15 +3877,32 @@ def _sync_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Pro
                 if proxy is not None:
                     _sync_tunnel(sock, endpoint, proxy, ends)
                 sock.settimeout(max(0.001, ends - time.monotonic()))
-                sock = context.wrap_socket(sock, server_hostname=endpoint.host)
-        except BaseException:
+                sock = context.wrap_socket(sock, server_hostname=endpoint.host, do_handshake_on_connect=False)
+                sock.do_handshake()  # apart from the wrap: a failed handshake closes the TLS socket below
+        except BaseException as exc:
             sock.close()
+            if context is not None:
+                _close_orphan_tls_socket(exc)
             raise
     except socket.timeout as exc:
         raise settings.connect_error(exc, endpoint, proxy, deadline, timed_out=True) from None
     except OSError as exc:
         raise settings.connect_error(exc, endpoint, proxy, deadline) from None
     return _SyncConnection(sock, _connection_key(endpoint, proxy))
+
+
+def _close_orphan_tls_socket(exc: BaseException) -> None:
+    """wrap_socket() moves the descriptor into a new SSLSocket before it checks the connection;
+    when that check fails (the peer reset it), the SSLSocket is left open, reachable only from
+    the traceback. Close it now rather than when the garbage collector frees it."""
+    import ssl
+
+    tb = exc.__traceback__
+    while tb is not None:
+        orphan = tb.tb_frame.f_locals.get("self")
+        if isinstance(orphan, ssl.SSLSocket):
+            orphan.close()
+        tb = tb.tb_next
 
 
 def _sync_tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: float) -> None:
@@ -3985,7 +4081,10 @@ def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) ->
             error: StreamliteError = response.http_error(session.pool)
         except APIConnectionError as exc:
             error = exc
-        delay, request = session.next_attempt(error, request, decoder)
+        try:
+            delay, request = session.next_attempt(error, request, decoder)
+        finally:
+            del error
         if delay:
             time.sleep(delay)
 
@@ -4037,6 +4136,18 @@ def _sync_read(response: _SyncResponse, decoder: _StreamDecoder) -> Iterator[Del
 # used from another; asyncio.run() closes a loop's idle connections before the loop closes.
 
 
+async def _within(awaitable: Any, timeout: Optional[float]) -> Any:
+    """Await within a timeout (asyncio.TimeoutError when it passes). asyncio.timeout (3.11+)
+    costs no task per call; wait_for creates one, which a paced stream pays on every read."""
+    import asyncio
+
+    limit = getattr(asyncio, "timeout", None)
+    if limit is None:
+        return await asyncio.wait_for(awaitable, timeout)
+    async with limit(timeout):
+        return await awaitable
+
+
 async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
                          deadline: Optional[float]) -> _AsyncConnection:
     """A new connection (through the proxy's tunnel, with TLS for https) within the connect
@@ -4052,7 +4163,7 @@ async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Option
             streams = asyncio.open_connection(endpoint.host, endpoint.port, ssl=context, limit=_READ_SIZE)
         else:
             streams = _async_tunnel(endpoint, proxy, context)
-        reader, writer = await asyncio.wait_for(streams, timeout)
+        reader, writer = await _within(streams, timeout)
     except asyncio.TimeoutError as exc:
         raise settings.connect_error(exc, endpoint, proxy, deadline, timed_out=True) from None
     except OSError as exc:
@@ -4101,7 +4212,7 @@ class _AsyncConnection(_ConnectionState):
 
         timeout = budget.timeout()  # before the read is made: an expired deadline raises here
         try:
-            return self.count(await asyncio.wait_for(self.reader.read(size), timeout))
+            return self.count(await _within(self.reader.read(size), timeout))
         except asyncio.TimeoutError:
             raise budget.expired() from None
         except OSError as exc:
@@ -4113,7 +4224,7 @@ class _AsyncConnection(_ConnectionState):
         timeout = budget.timeout()
         self.writer.write(data)
         try:
-            await asyncio.wait_for(self.writer.drain(), timeout)
+            await _within(self.writer.drain(), timeout)
         except asyncio.TimeoutError:
             raise budget.expired() from None
 
@@ -4273,7 +4384,10 @@ async def _async_open(session: _Session, request: _Request, decoder: _StreamDeco
             error: StreamliteError = await response.http_error(session.pool)
         except APIConnectionError as exc:
             error = exc
-        delay, request = session.next_attempt(error, request, decoder)
+        try:
+            delay, request = session.next_attempt(error, request, decoder)
+        finally:
+            del error
         if delay:
             await asyncio.sleep(delay)
 
@@ -4391,12 +4505,8 @@ def _key_option(name: str, value: Any) -> Optional[str]:
     if key is not None:
         if _has_control(key):
             raise ConfigError("api_key contains a control character")
-        try:
-            key.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ConfigError(
-                "api_key has a character HTTP cannot carry (a pasted quote, or an invisible space?)"
-            ) from None
+        if not _is_latin1(key):
+            raise ConfigError("api_key has a character HTTP cannot carry (a pasted quote, or an invisible space?)")
     return key
 
 

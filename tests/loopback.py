@@ -66,6 +66,7 @@ __all__ = [
     "trickle",
     "fill_backlog",
     "full_backlog",
+    "response_head",
 ]
 
 
@@ -238,6 +239,23 @@ def http_head(status=200, reason=None, headers=()):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def response_head(status=200, reason="OK", ctype="text/event-stream", headers=(), length=None, chunked=False,
+                  keep_alive=False):
+    """A response head from its parts ("Name: value" header lines; reason None: no reason
+    phrase); `Connection: close` unless keep_alive."""
+    lines = ["HTTP/1.1 %d %s" % (status, reason)] if reason is not None else ["HTTP/1.1 %d" % status]
+    if ctype:
+        lines.append("Content-Type: " + ctype)
+    lines.extend(headers)
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        lines.append("Content-Length: %d" % length)
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 # Servers ####################################################################
 
 
@@ -308,13 +326,14 @@ class LoopbackServer:
     def wait_peer_closed(self, index=0, timeout=5.0):
         """Whether the peer closed connection `index` (seen by a hold or flood) within `timeout`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:  # looked at once at least, also with timeout 0
             with self._lock:
                 event = self._peer_closed.get(index)
             if event is not None:
                 return event.wait(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
-        return False
 
     def wait_connections(self, count, timeout=5.0):
         deadline = time.monotonic() + timeout

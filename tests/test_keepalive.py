@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import streamlite
+from loopback import http_head
 
 TIMEOUT = 20.0  # the server stops by itself after this many seconds
 
@@ -330,3 +331,74 @@ def test_breaking_out_of_a_module_level_stream_closes_its_connection_at_once():
         while not server.closed_by_peer and time.monotonic() < deadline:
             time.sleep(0.01)
     assert delta.text == "a" and server.closed_by_peer == [1]
+
+
+def _keep_alive_response(status, ctype, body):
+    return http_head(status, headers=[("Content-Type", ctype), ("Content-Length", str(len(body)))]) + body
+
+
+_HELLO = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+_FAILED_CALLS = {
+    "429": (_keep_alive_response(429, "application/json", b'{"error":{"message":"slow down"}}'), streamlite.APIError),
+    "error-event": (_keep_alive_response(200, "text/event-stream", _HELLO + b'data: {"error":{"message":"busy"}}\n\n'),
+                    streamlite.APIError),
+    "invalid-event": (_keep_alive_response(200, "text/event-stream", _HELLO + b"data: {nope\n\n"), streamlite.ProtocolError),
+    "cut-off": (_keep_alive_response(200, "text/event-stream", _HELLO), streamlite.APIConnectionError),
+    "two-gzip-layers": (http_head(200, headers=[("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip, gzip"),
+                                                ("Content-Length", "4")]) + b"\x1f\x8b\x08\x00", streamlite.ProtocolError),
+    "json-not-json": (_keep_alive_response(200, "application/json", b'{"x": '), streamlite.ProtocolError),
+}
+
+
+def _fail_once(url, use_async, how):
+    """One failed call through a client made and dropped here; return the error."""
+    options = dict(max_retries=0, read_timeout=2.0, proxy="")
+    if use_async:
+        async def main():
+            client = streamlite.AsyncClient(url, "sk-test", **options)
+            if how == "complete":
+                await client.acomplete("hi")
+            else:
+                async with client.astream("hi") as stream:
+                    async for _ in stream:
+                        pass
+
+        call = lambda: asyncio.run(main())  # noqa: E731
+    else:
+        def call():
+            client = streamlite.Client(url, "sk-test", **options)
+            if how == "complete":
+                client.complete("hi")
+            else:
+                for _ in client.stream("hi"):
+                    pass
+    try:
+        call()
+    except streamlite.StreamliteError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("how", ["complete", "stream"])
+@pytest.mark.parametrize("scenario", sorted(_FAILED_CALLS))
+def test_a_failed_call_leaves_no_cycle_that_keeps_the_clients_connection_open(use_async, how, scenario):
+    """A call that fails on a connection the server keeps alive: once the caller drops the
+    error and the client, the connection closes at once, without waiting for the cyclic garbage
+    collector (a frame that holds the exception it raises would form a cycle through the
+    traceback, keeping every frame above it, the client and its pooled connection)."""
+    from loopback import FaultServer, hold, send
+
+    answer, kind = _FAILED_CALLS[scenario]
+    with FaultServer([send(answer), hold()]) as server:
+        gc.disable()
+        try:
+            error = _fail_once(server.url, use_async, how)
+            assert isinstance(error, kind), repr(error)
+            del error
+            if platform.python_implementation() == "PyPy":  # no reference counting: the GC frees it
+                gc.collect()
+            closed = server.wait_peer_closed(0, 1.0)
+        finally:
+            gc.enable()
+    assert closed, "the connection stayed open until a garbage collection"
