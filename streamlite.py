@@ -576,10 +576,11 @@ class Stats:
         """Completion tokens per second after the first token, when usage was reported and the
         tokens came as a stream (not all at once: a non-streamed answer has no rate)."""
         first = self.time_to_first_reasoning or self.time_to_first_content
-        if not self.completion_tokens or first is None or self.duration <= first or self.events < 2:
+        tokens = self.completion_tokens
+        if tokens is None or tokens <= 0 or first is None or self.duration <= first or self.events < 2:
             return None
         try:
-            return float(self.completion_tokens) / (self.duration - first)
+            return float(tokens) / (self.duration - first)
         except OverflowError:  # a server's absurd token count
             return None
 
@@ -2359,7 +2360,7 @@ class _StreamDecoder:
         self.error: Optional[StreamliteError] = None
         self.done = False  # [DONE] or a terminal event arrived
         self.delivered = False  # a delta was handed out: from here on the request is never resent
-        self.first_piece = True
+        self.opening: Optional[bytes] = None  # the start of the body, once it came
         self.events = 0
         self.retries = 0
         self.connection_reused = False
@@ -2374,7 +2375,7 @@ class _StreamDecoder:
         """A retried request: a fresh body to decode (nothing was handed out)."""
         self.content_type = content_type
         self.sse = SSEDecoder(self.max_event_bytes, lenient_error_field=True)
-        self.first_piece = True
+        self.opening = None
         self.error = None
 
     @property
@@ -2385,8 +2386,8 @@ class _StreamDecoder:
         """The deltas of one piece of an event stream, as they are decoded."""
         if self.tap is not None:
             self.tap(piece)
-        if self.first_piece:
-            self.first_piece = False
+        if self.opening is None:
+            self.opening = piece[:80]
             _refuse_non_sse(self.content_type, piece)
         try:
             events = self.sse.feed_tuples(piece)
@@ -2482,6 +2483,9 @@ class _StreamDecoder:
             self._named_event(kind, data)
         if self.done or (self.accumulator.finished and not self.dialect.terminal_needed):
             return
+        if not self.events and (self.opening or b"").strip() and self.content_type != "text/event-stream":
+            raise ProtocolError("expected an event stream, got a body of type %s: %r" % (
+                self.content_type or "(none)", _clip((self.opening or b"").decode("utf-8", "replace"), 80)))
         raise APIConnectionError(
             "the stream ended without %s: the connection was cut off after %d events"
             % (self.dialect.ending, self.events)
@@ -4156,8 +4160,6 @@ async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Option
 
     timeout = settings.connect_budget(deadline)
     context = settings.context() if endpoint.scheme == "https" else None  # a bad CA file: before any I/O
-    if context is not None and proxy is not None and not hasattr(asyncio.StreamWriter, "start_tls"):
-        raise ConfigError("AsyncClient needs Python 3.11+ for https through a proxy; use Client")
     try:
         if proxy is None:
             streams = asyncio.open_connection(endpoint.host, endpoint.port, ssl=context, limit=_READ_SIZE)
@@ -4172,27 +4174,45 @@ async def _async_connect(settings: _Settings, endpoint: _Endpoint, proxy: Option
 
 
 async def _async_tunnel(endpoint: _Endpoint, proxy: _Proxy, context: Any) -> Tuple[Any, Any]:
-    """Connect to an http:// proxy; for an https target, open a CONNECT tunnel and start TLS.
-    The proxy connection is closed on any failure."""
+    """Connect to an http:// proxy; for an https target, open a CONNECT tunnel on a socket of
+    our own, then start TLS on it (public asyncio API on every Python from 3.8; only 3.11 has
+    StreamWriter.start_tls). The socket is closed on any failure."""
     import asyncio
 
-    reader, writer = await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
+    if context is None:
+        return await asyncio.open_connection(proxy.host, proxy.port, limit=_READ_SIZE)
+    loop = asyncio.get_running_loop()
+    sock = await _async_socket(loop, proxy.host, proxy.port)
     try:
-        if context is None:
-            return reader, writer
-        writer.write(_connect_request(endpoint, proxy))
+        await loop.sock_sendall(sock, _connect_request(endpoint, proxy))
         head, rest = _Head(), None
         while rest is None:
-            data = await reader.read(_READ_SIZE)
+            data = await loop.sock_recv(sock, _READ_SIZE)
             if not data:
                 raise _tunnel_closed(proxy)
             rest = head.feed(data)
         _tunnel_answer(head, rest, endpoint, proxy)
-        await getattr(writer, "start_tls")(context, server_hostname=endpoint.host)  # 3.11+, checked
+        return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=endpoint.host, limit=_READ_SIZE)
     except BaseException:
-        writer.close()
+        sock.close()
         raise
-    return reader, writer
+
+
+async def _async_socket(loop: Any, host: str, port: int) -> socket.socket:
+    """A non-blocking TCP connection to host:port, each address in turn; closed on failure."""
+    error: Optional[OSError] = None
+    for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            return sock
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+    raise error if error is not None else OSError("no address for the host")
 
 
 class _AsyncConnection(_ConnectionState):

@@ -812,6 +812,8 @@ def case_client(rng, corpus, stats, server, surface, total_timeout, margin):
             gc.collect()
             after_gc = fd_count()
             kind = "GC-only" if after_gc <= before else "never closed"
+            if kind == "GC-only" and hasattr(sys, "pypy_version_info"):
+                return failures, name  # PyPy has no reference counting: everything waits for the GC
             failures.append(Failure("leak", "%d socket(s) left open after the case (%s; %s, mode %s)" % (
                 after - before, kind, "async" if use_async else "sync", mode),
                 "leaked socket (%s, %s, %s)" % (kind, "async" if use_async else "sync", mode)))

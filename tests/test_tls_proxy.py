@@ -26,19 +26,7 @@ PROXY_TOKEN = base64.b64encode(("%s:%s" % (PROXY_USER, PROXY_PASSWORD)).encode()
 SECRETS = (KEY, PROXY_PASSWORD)
 TIMEOUT = 10.0  # every socket operation of the test servers
 # Tests that take `run` run through Client and AsyncClient (conftest.py).
-ASYNC_TUNNEL = hasattr(asyncio.StreamWriter, "start_tls")  # Python 3.11+: https through a proxy
-# Before Python 3.11 the async client refuses https through a proxy (test_async_https_target_
-# through_a_connect_tunnel checks that): these run through the sync client alone there.
-SYNC_ONLY = set() if ASYNC_TUNNEL else {
-    "test_https_target_goes_through_a_connect_tunnel_and_proxy_credentials_stay_with_the_proxy",
-    "test_https_proxy_from_the_environment_tunnels_to_a_named_host",
-    "test_host_name_mismatch_through_a_tunnel_names_the_host",
-    "test_environment_proxies_apply_to_loopback_targets_too",
-    "test_proxy_407_on_connect_is_a_typed_error_without_secrets",
-    "test_proxy_refusing_connect_is_a_typed_error",
-    "test_proxy_closing_during_connect_is_a_connection_error",
-    "test_proxy_sending_data_before_the_tunnel_opens_is_a_protocol_error",
-}
+SYNC_ONLY = set()  # every test runs through both clients (https through a proxy too, on 3.8+)
 CLIENT = dict(connect_timeout=5, read_timeout=5, total_timeout=15, max_retries=0)
 
 SSE_REPLY = (
@@ -751,14 +739,9 @@ def test_async_http_target_through_a_proxy():
 
 def test_async_https_target_through_a_connect_tunnel(certs):
     with Origin(tls=server_context(certs.good)) as origin, \
-            Proxy({"api.example.test": origin.port}, allow_failures=not ASYNC_TUNNEL) as proxy:
+            Proxy({"api.example.test": origin.port}) as proxy:
         client = streamlite.AsyncClient("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca,
                                         **CLIENT)
-        if not ASYNC_TUNNEL:
-            error = raises(streamlite.ConfigError, acomplete, client)
-            assert "Python 3.11+" in str(error)
-            assert proxy.requests == [] and proxy.accepted == 0  # refused before any I/O
-            return
         completion = acomplete(client)
     assert completion.content == "hello over the wire"
     assert [r.line for r in proxy.requests] == ["CONNECT api.example.test:443 HTTP/1.1"]
@@ -769,12 +752,9 @@ def test_async_https_target_through_a_connect_tunnel(certs):
 
 
 def test_async_proxy_407_on_connect(certs):
-    with Proxy({}, answer=PROXY_407, allow_failures=not ASYNC_TUNNEL) as proxy:
+    with Proxy({}, answer=PROXY_407) as proxy:
         client = streamlite.AsyncClient("https://api.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca,
                                         **dict(CLIENT, max_retries=2))
-        if not ASYNC_TUNNEL:
-            raises(streamlite.ConfigError, acomplete, client)
-            return
         error = raises(streamlite.APIError, acomplete, client)
     assert error.status == 407 and "needs credentials" in str(error)
     assert proxy.accepted == 1
@@ -782,12 +762,9 @@ def test_async_proxy_407_on_connect(certs):
 
 def test_async_host_name_mismatch_through_a_tunnel(certs):
     with Origin(tls=server_context(certs.good), allow_failures=True) as origin, \
-            Proxy({"wrong.example.test": origin.port}, allow_failures=not ASYNC_TUNNEL) as proxy:
+            Proxy({"wrong.example.test": origin.port}) as proxy:
         client = streamlite.AsyncClient("https://wrong.example.test/v1", KEY, proxy=proxy.url(), ca_file=certs.ca,
                                         **CLIENT)
-        if not ASYNC_TUNNEL:
-            raises(streamlite.ConfigError, acomplete, client)
-            return
         error = raises(streamlite.APIConnectionError, acomplete, client)
     assert "Hostname mismatch" in str(error) and "not valid for 'wrong.example.test'" in str(error)
     assert origin.requests == [] and len(proxy.requests) == 1
