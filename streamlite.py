@@ -5878,9 +5878,11 @@ def _parser() -> Any:
 
     parser = argparse.ArgumentParser(
         prog="streamlite",
-        usage="streamlite [options] [prompt ...]\n       streamlite chat [options]",
+        usage="streamlite [options] [prompt ...]\n       streamlite chat [options]\n"
+        "       streamlite batch [options] IN.jsonl",
         description="Stream a chat completion from any OpenAI-compatible API. "
-        "`streamlite chat` starts an interactive session.",
+        "`streamlite chat` starts an interactive session; `streamlite batch` runs a file of "
+        "requests (see `streamlite batch --help`).",
         epilog=_CLI_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1163,3 +1163,12 @@ def test_retries_are_visible_with_verbose():
 def test_report_retry_line(capsys):
     streamlite._report_retry(2, streamlite.APIConnectionError("connection refused"), 1.5)
     assert capsys.readouterr().err == "streamlite: attempt 2 failed (connection refused); retrying in 1.5 s\n"
+
+
+def test_help_names_every_subcommand(capsys):
+    """`streamlite --help` shows the chat and batch subcommands next to the plain call."""
+    with pytest.raises(SystemExit) as exit_info:
+        streamlite.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "streamlite chat [options]" in out and "streamlite batch [options]" in out
