@@ -38,6 +38,7 @@ Connection settings, Sync driver, Async driver, Client API (with batch), Command
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -354,6 +355,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _unicode_text(text: str) -> str:
     """`text`, made valid Unicode if it holds surrogates (JSON escapes can carry lone ones)."""
     return _valid_text(text) if not text.isascii() and _SURROGATE.search(text) else text
+
+
+def _unicode_or_none(text: Any) -> Any:
+    return _unicode_text(text) if isinstance(text, str) else text
+
+
+def _unicode_strings(value: Any) -> Any:
+    """Decoded JSON with every string in it made valid Unicode."""
+    return json.loads(_valid_text(_json_text(value, ensure_ascii=False)))
 
 
 _REDACTED = "[redacted]"
@@ -1051,6 +1061,7 @@ class _ThinkSplitter:
 
 
 _MAX_TRACKED_CALLS = 4096  # tool-call ids remembered for calls without an index (bounded memory)
+_MAX_CHOICES = 1024  # choices tracked per stream: a ProtocolError past them
 
 
 class ChunkDecoder:
@@ -1085,6 +1096,8 @@ class ChunkDecoder:
             return
         splitter = self._think.get(index)
         if splitter is None:
+            if len(self._think) >= _MAX_CHOICES:
+                raise ProtocolError("the stream has more than %d choices" % _MAX_CHOICES)
             splitter = self._think[index] = _ThinkSplitter()
         for is_reasoning, piece in splitter.split(text):
             out.append(ReasoningDelta(piece, index) if is_reasoning else ContentDelta(piece, index))
@@ -1295,6 +1308,14 @@ def _nonempty_str(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
+def _id_key(value: Any) -> Optional[str]:
+    """An item or call id as a key to remember: a long one by its length and hash, so that
+    thousands of megabyte-long ids a server invents are not all kept whole."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if len(value) <= 128 else "%d#%x" % (len(value), hash(value))
+
+
 def _delta_text(value: Any) -> str:
     """The text of an event's `delta` (a str; an object with `text`/`content` from old vLLM)."""
     if isinstance(value, str):
@@ -1317,10 +1338,11 @@ def _parts_text(parts: Any, kinds: Tuple[str, ...], key: str = "text") -> str:
 
 
 class _ResponsesCall:
-    __slots__ = ("index", "named", "sent", "held")
+    __slots__ = ("index", "named", "sent", "held", "ids")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.ids = 0  # ids remembered as naming this call
         self.named = False  # id and name handed out
         self.sent = 0  # characters of arguments handed out
         self.held: Optional[str] = None  # arguments of output_item.added, not yet confirmed
@@ -1432,8 +1454,8 @@ class _ResponsesDecoder:
     def _note_info(self, response: Mapping[str, Any]) -> None:
         for key, name in (("id", "id"), ("model", "model"), ("created_at", "created")):
             value = response.get(key)
-            if name == "created":
-                value = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            if name == "created":  # a number; a float only when finite (1e400, NaN: none)
+                value = _as_int(value) if type(value) is not float or not math.isfinite(value) else int(value)
             elif not _nonempty_str(value):
                 value = None
             if value is not None and self.info.get(name) != value and (name == "model" or name not in self.info):
@@ -1444,7 +1466,8 @@ class _ResponsesDecoder:
 
     def _mark(self, item: Any, bits: int) -> int:
         """Set bits for an item (None: no item id); return its bits before."""
-        if not isinstance(item, str) or not item:
+        item = _id_key(item)
+        if item is None:
             before = self._anonymous
             self._anonymous |= bits
         else:
@@ -1469,7 +1492,8 @@ class _ResponsesDecoder:
             out.append(_text_delta(ReasoningDelta, text, 0))
 
     def _has(self, item: Any, bits: int) -> bool:
-        if not isinstance(item, str) or not item:
+        item = _id_key(item)
+        if item is None:
             return bool(self._anonymous & bits)
         return bool(self._items.get(item, 0) & bits)
 
@@ -1491,7 +1515,7 @@ class _ResponsesDecoder:
     # tool calls -------------------------------------------------------------------------------
 
     def _call(self, item_id: Any, call_id: Any, create: bool) -> Optional[_ResponsesCall]:
-        keys = [key for key in (_nonempty_str(item_id), _nonempty_str(call_id)) if key]
+        keys = [key for key in (_id_key(item_id), _id_key(call_id)) if key]
         call = next((self._calls[key] for key in keys if key in self._calls), None)
         if call is None:
             if not create:
@@ -1500,9 +1524,16 @@ class _ResponsesDecoder:
                 raise ProtocolError("the response has more than %d function calls" % _MAX_RESPONSE_ITEMS)
             call = _ResponsesCall(len(self._call_list))
             self._call_list.append(call)
-        for key in keys:
-            self._calls.setdefault(key, call)
+        self._alias(keys, call)
         return call
+
+    def _alias(self, keys: Sequence[Optional[str]], call: _ResponsesCall) -> None:
+        """Remember the ids that name `call`: at most two per call, its item id and call id (a
+        server inventing a new call_id on every delta of one call adds nothing past that)."""
+        for key in keys:
+            if key is not None and call.ids < 2 and key not in self._calls:
+                self._calls[key] = call
+                call.ids += 1
 
     def _call_delta(self, call: _ResponsesCall, item: Mapping[str, Any], arguments: str, out: List[Delta]) -> None:
         call_id = _nonempty_str(item.get("call_id")) or _nonempty_str(item.get("id"))
@@ -1534,7 +1565,7 @@ class _ResponsesDecoder:
             return self._current
         if self._unbound is not None and _nonempty_str(call_id) is None:
             call, self._unbound = self._unbound, None
-            self._calls.setdefault(item_id, call)
+            self._alias([_id_key(item_id)], call)
             return call
         call = self._call(item_id, call_id, True)
         assert call is not None
@@ -1930,7 +1961,6 @@ class _ToolCallParts:
 
 
 _FRAGMENTS_PER_BLOCK = 1024
-_MAX_CHOICES = 1024
 _MAX_EXTRAS = 256
 
 
@@ -2106,11 +2136,10 @@ class Accumulator:
             self.extras[key] = chunk[key]
         choices = chunk.get("choices")
         if choices and self.round_trip and type(choices) is list:
-            for choice in choices:
+            for position, choice in enumerate(choices):
                 if type(choice) is dict:
                     delta = choice.get("delta") or choice.get("message")
                     if type(delta) is dict and "reasoning_details" in delta:
-                        position = choices.index(choice)
                         self._add_details(choice.get("index", position), position, delta["reasoning_details"])
 
     def _add_details(self, index: Any, position: int, details: Any) -> None:
@@ -2283,8 +2312,6 @@ class _GapHistogram:
         self.max = 0.0
 
     def add(self, gap: float, zeros: int = 0) -> None:
-        import math
-
         bucket = int(math.log2(gap * 1e6) * self._SCALE) if gap > 1e-6 else -1
         self.counts[bucket] = self.counts.get(bucket, 0) + 1
         if zeros:
@@ -2307,30 +2334,48 @@ class _GapHistogram:
 
 class _SurrogateMender:
     """Text is always valid Unicode: a JSON escape pair split across two events (`\\ud83d`, then
-    `\\ude00`) is joined, and a lone surrogate becomes U+FFFD. Only events whose JSON holds a
-    `\\ud` escape (or that follow a held half) pass through here."""
+    `\\ude00`) is joined in text and tool-call arguments, and a lone surrogate anywhere in a delta
+    becomes U+FFFD. Only events whose JSON holds a `\\ud` escape (or that follow a held half)
+    pass through here."""
 
     def __init__(self) -> None:
-        self.held: Dict[Tuple[type, int], str] = {}
+        self.held: Dict[Tuple[Any, ...], str] = {}
 
     def mend(self, deltas: List[Delta]) -> List[Delta]:
         out: List[Delta] = []
         for delta in deltas:
             kind = type(delta)
-            if kind not in (ContentDelta, ReasoningDelta, RefusalDelta):
+            if kind in (ContentDelta, ReasoningDelta, RefusalDelta):
+                choice = delta.choice  # type: ignore[attr-defined]
+                text = self._joined((kind, choice), delta.text)  # type: ignore[attr-defined]
+                if text:
+                    out.append(_text_delta(kind, text, choice))
+            elif kind is ToolCallDelta:
+                call: ToolCallDelta = delta  # type: ignore[assignment]
+                arguments = self._joined((kind, call.choice, call.index), call.arguments)
+                out.append(ToolCallDelta(call.index, _unicode_or_none(call.id), _unicode_or_none(call.name),
+                                         arguments, call.choice, call.raw))
+            elif kind is Finish:
+                out.append(Finish(_unicode_text(delta.reason), delta.choice))  # type: ignore[attr-defined]
+            else:
                 out.append(delta)
-                continue
-            key = (kind, delta.choice)  # type: ignore[attr-defined]
-            text = self.held.pop(key, "") + delta.text  # type: ignore[attr-defined]
-            if text and "\ud800" <= text[-1] <= "\udbff" and len(self.held) < 64:  # its pair may come next
-                self.held[key] = text[-1]
-                text = text[:-1]
-            if text:
-                out.append(_text_delta(kind, _valid_text(text), key[1]))
         return out
 
+    def _joined(self, key: Tuple[Any, ...], text: str) -> str:
+        """`text` after the half held for `key`, valid; a trailing high half is held for the next."""
+        text = self.held.pop(key, "") + text
+        if text and "\ud800" <= text[-1] <= "\udbff" and len(self.held) < 64:  # its pair may come next
+            self.held[key] = text[-1]
+            text = text[:-1]
+        return _valid_text(text) if text else text
+
     def flush(self) -> List[Delta]:
-        out = [_text_delta(kind, "\ufffd", choice) for (kind, choice) in self.held]
+        out: List[Delta] = []
+        for key in self.held:
+            if key[0] is ToolCallDelta:
+                out.append(ToolCallDelta(key[2], None, None, "\ufffd", key[1]))
+            else:
+                out.append(_text_delta(key[0], "\ufffd", key[1]))
         self.held.clear()
         return out
 
@@ -2527,10 +2572,11 @@ class _StreamDecoder:
             if self.mender is None:
                 self.mender = _SurrogateMender()
             deltas = self.mender.mend(deltas)
-        if self.accumulate:
-            self.accumulator.add_chunk_info(self.dialect.chunk_info(chunk))
-        elif self.accumulator.id is None:
-            self.accumulator.add_chunk_info({key: chunk.get(key) for key in ("id", "model", "created")})
+        if self.accumulate or self.accumulator.id is None:
+            info = self.dialect.chunk_info(chunk)
+            if not self.accumulate:
+                info = {key: info.get(key) for key in ("id", "model", "created")}
+            self.accumulator.add_chunk_info(_unicode_strings(info) if surrogates else info)
         if deltas:
             self.delivered = True
             if self.first_content is None:
