@@ -614,6 +614,8 @@ class Completion:
     #: Things the client did on the caller's behalf that change the result (a dropped option).
     warnings: Tuple[str, ...] = ()
     stats: Optional[Stats] = field(default=None, compare=False, repr=False)
+    #: The server's id of the HTTP request (x-request-id and kin), for its support desk.
+    request_id: Optional[str] = field(default=None, compare=False)
 
     @property
     def message(self) -> Dict[str, Any]:
@@ -2064,6 +2066,7 @@ class Accumulator:
         self.created: Optional[int] = None
         self.extras: Dict[str, Any] = {}
         self.warnings: List[str] = []
+        self.request_id: Optional[str] = None  # the response's, set by the stream
         self.finished = False  # a finish reason arrived for some choice
         self._shape: Any = None  # the keys of the last chunk, and those of them not standard
         self._unknown: List[str] = []
@@ -2172,6 +2175,7 @@ class Accumulator:
             dict(self.extras),
             tuple(self.warnings),
             stats,
+            self.request_id,
         )
 
 
@@ -2506,10 +2510,12 @@ class _StreamDecoder:
             self.add(delta)
             yield delta
 
-    def attach(self, counters: Any) -> None:
-        """The connection the body comes on: its byte counters, and whether it was reused."""
+    def attach(self, counters: Any, request_id: Optional[str]) -> None:
+        """The response the body comes in: its connection's byte counters, whether that was
+        reused, and the server's request id."""
         self.counters = counters
         self.connection_reused = counters.reused
+        self.accumulator.request_id = request_id
 
     def ended(self) -> None:
         if self.ended_at is None:
@@ -3331,6 +3337,11 @@ def _split_url(url: Any, what: str) -> Any:
     if port == 0:
         raise ConfigError("%s has port 0, which cannot be connected to" % what)
     _check_host(parts.hostname, what)
+    rest = parts.path + parts.query
+    if not rest.isascii():  # a pasted invisible space or quote, most likely
+        odd = next(char for char in rest if ord(char) > 127)
+        raise ConfigError("%s has a character that is not ASCII in its path or query (U+%04X): "
+                          "percent-encode it" % (what, ord(odd)))
     return parts
 
 
@@ -4126,7 +4137,7 @@ def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) ->
         try:
             response = _sync_exchange(session, request)
             if 200 <= response.head.status < 300:
-                decoder.attach(response.counters)
+                decoder.attach(response.counters, _request_id(response.head.headers))
                 return response
             error: StreamliteError = response.http_error(session.pool)
         except APIConnectionError as exc:
@@ -4445,7 +4456,7 @@ async def _async_open(session: _Session, request: _Request, decoder: _StreamDeco
         try:
             response = await _async_exchange(session, request)
             if 200 <= response.head.status < 300:
-                decoder.attach(response.counters)
+                decoder.attach(response.counters, _request_id(response.head.headers))
                 return response
             error: StreamliteError = await response.http_error(session.pool)
         except APIConnectionError as exc:
@@ -5386,12 +5397,6 @@ def _batch_backoff(attempt: int) -> float:
     return float(min(0.5 * 2**attempt, 8.0))
 
 
-def _batch_request_id(completion: Completion) -> str:
-    """The server's request id when the Completion carries one, else a local one."""
-    found = getattr(completion, "request_id", None) or getattr(completion.stats, "request_id", None)
-    return found if isinstance(found, str) and found else "req_" + os.urandom(12).hex()
-
-
 class _BatchPlan:
     """Which request starts next, and when; what a finished request means. No I/O: every method
     takes the clock (time.monotonic()) from its caller, and the drivers hold its lock.
@@ -5470,7 +5475,7 @@ class _BatchPlan:
             self.succeeded += 1
             usage = completion.usage
             self.tokens += (usage.total_tokens or 0) if usage is not None else 0
-            return BatchResult(request.custom_id, completion, None, request.line, 200, _batch_request_id(completion), request.attempts)
+            return BatchResult(request.custom_id, completion, None, request.line, 200, completion.request_id, request.attempts)
         status = getattr(error, "status", None)
         self.reached = self.reached or status is not None or error.partial is not None
         if status == 429:

@@ -740,7 +740,11 @@ def test_absurd_timeouts_are_config_errors_before_io(use_async, option, value):
     "http://127.0.0.1:0/v1",
     "http://127.0.0.1:99999/v1",
     "http://127.0.0.1:-1/v1",
-], ids=["label-64", "empty-label", "leading-dot", "name-319", "unclosed-bracket", "port-0", "port-99999", "port-minus-1"])
+    "http://127.0.0.1:9/v1/\u65e5\u672c",
+    "http://127.0.0.1:9/v1?tag=\u200b",
+    "http://127.0.0.1:9/v1\u2026",
+], ids=["label-64", "empty-label", "leading-dot", "name-319", "unclosed-bracket", "port-0", "port-99999", "port-minus-1",
+        "cjk-path", "zero-width-space-query", "ellipsis-path"])
 def test_malformed_base_urls_are_config_errors_before_io(use_async, url):
     """A host label over 63 characters or empty, a name over 253, an unclosed IPv6 bracket, a
     port of 0 or out of range: ConfigError before any I/O. (A loopback proxy catches any request
@@ -1602,3 +1606,15 @@ def test_negative_or_zero_usage_gives_no_rate(use_async, tokens):
     assert error is None, repr(error)
     assert completion.usage.completion_tokens == tokens
     assert completion.stats.tokens_per_second is None
+
+
+@CLIENTS
+@pytest.mark.parametrize("header", ["x-request-id", "apim-request-id", None])
+def test_the_completion_carries_the_servers_request_id(use_async, header):
+    """Completion.request_id is the id the server gave the HTTP request (x-request-id and kin),
+    None when it gave none: never one made up."""
+    headers = ["%s: req_server_42" % header] if header else []
+    with FaultServer([send(response(GOOD_BODY, headers=headers))]) as server:
+        _, completion, error = run(use_async, server.url)
+    assert error is None, repr(error)
+    assert completion.request_id == ("req_server_42" if header else None)

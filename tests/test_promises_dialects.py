@@ -81,21 +81,28 @@ def test_argument_deltas_with_a_new_call_id_each_hold_no_memory_per_event(use_as
     events += [ev({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "call_id": "call_%d" % i,
                    "output_index": 0, "delta": "x"}) for i in range(1, count + 1)]
     body = b"".join(events) + COMPLETED
+    meter, seen = measured_responses(use_async, [send(response(body))], start_at=2)
+    assert seen >= count
+    assert meter.peak < 2 * 2**20, "peak %.1f MB over %d argument deltas" % (meter.peak / 2**20, count)
+
+
+def measured_responses(use_async, script, start_at):
+    """Run a Responses stream with accumulate=False, measuring memory from its `start_at`-th
+    delta on; return (the meter, how many deltas came). Only a typed error may end it."""
     meter = Meter()
     seen = [0]
 
     def consume(item, stream):
         seen[0] += 1
-        if seen[0] == 2:
+        if seen[0] == start_at:
             meter.__enter__()
 
-    with FaultServer([send(response(body))], lifetime=60) as server:
+    with FaultServer(script, lifetime=60, io_timeout=20) as server:
         _, _, error = run(use_async, server.url, api="responses", accumulate=False, keep=False,
                           consume=consume, read_timeout=20)
         meter.__exit__()
     assert error is None or isinstance(error, streamlite.StreamliteError), repr(error)
-    assert seen[0] >= count
-    assert meter.peak < 2 * 2**20, "peak %.1f MB over %d argument deltas" % (meter.peak / 2**20, count)
+    return meter, seen[0]
 
 
 @CLIENTS
@@ -106,20 +113,8 @@ def test_long_item_ids_are_not_kept_whole_for_the_whole_stream(use_async):
     Only a bit per kind is needed per item: ids should be kept bounded (hashed or clipped)."""
     count, size = 128, 256 * 1024
     body = b"".join(text_delta("x", item="%04d" % i + "i" * size) for i in range(count)) + COMPLETED
-    meter = Meter()
-    seen = [0]
-
-    def consume(item, stream):
-        seen[0] += 1
-        if seen[0] == 1:
-            meter.__enter__()
-
-    with FaultServer([send(head(length=len(body))), send(body)], lifetime=60, io_timeout=20) as server:
-        _, _, error = run(use_async, server.url, api="responses", accumulate=False, keep=False,
-                          consume=consume, read_timeout=20)
-        meter.__exit__()
-    assert error is None or isinstance(error, streamlite.StreamliteError), repr(error)
-    assert seen[0] >= count
+    meter, seen = measured_responses(use_async, [send(head(length=len(body))), send(body)], start_at=1)
+    assert seen >= count
     assert meter.peak < 8 * 2**20, "peak %.1f MB for %d items" % (meter.peak / 2**20, count)
 
 
