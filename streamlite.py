@@ -3725,6 +3725,7 @@ class _Pool:
         self._lock = threading.Lock()
         self._idle: Dict[Any, List[Any]] = {}
         self.watchers: Dict[Any, Any] = {}  # the async driver's, one per event loop
+        self.closed = False  # the client was closed: connections handed back are not kept
 
     def take(self, key: Any, now: float) -> Tuple[Optional[Any], List[Any]]:
         with self._lock:
@@ -3755,11 +3756,19 @@ class _Pool:
 
     def put(self, conn: Any) -> List[Any]:
         with self._lock:
+            if self.closed:
+                return [conn]
             idle = self._idle.setdefault(conn.key, [])
             idle.append(conn)
             if len(idle) <= _MAX_IDLE_PER_ORIGIN:
                 return []
             return [idle.pop(0)]
+
+    def close(self) -> List[Any]:
+        """Keep no connection from now on; return the idle ones, to be closed."""
+        with self._lock:
+            self.closed = True
+        return self.drain()
 
     def drain(self, chosen: Optional[Callable[[Any], bool]] = None) -> List[Any]:
         """Take out the idle connections (those whose key `chosen` accepts)."""
@@ -3814,12 +3823,34 @@ class _Link:
     """What a Stream shares with the generator that reads it, and nothing more: the generator
     holds no reference to its Stream, so a dropped stream closes its socket at once."""
 
-    __slots__ = ("response", "closed", "reading")
+    __slots__ = ("response", "closed", "reading", "opening", "_wake")
 
     def __init__(self) -> None:
+        import threading
+
         self.response: Any = None
         self.closed = False  # close() was called
         self.reading = False  # an async read is under way
+        self.opening: Any = None  # the connection a request is going out on, before a response
+        self._wake = threading.Event()  # set by interrupt(): ends a pause before a retry
+
+    def interrupt(self) -> None:
+        """From another thread: the stream is closed; a request being sent or a response being
+        read stops at once (its socket is shut down), a pause before a retry ends."""
+        self.closed = True
+        self._wake.set()
+        opening = self.opening
+        if opening is not None:
+            opening.shutdown()
+        if self.response is not None:
+            self.response.abort()
+
+    def pause(self, delay: float) -> None:
+        """Wait before a retry; once the stream is closed (interrupt()), raise instead."""
+        if delay > 0 and not self.closed:
+            self._wake.wait(delay)
+        if self.closed:
+            raise _closed_by_caller()
 
     def pool(self, session: _Session) -> Optional[_Pool]:
         """Where the connection goes when the stream ends: nowhere once close() was called."""
@@ -3879,9 +3910,9 @@ class _Session:
         budget = _Budget(self.settings.read_timeout, request.deadline)
         return self.settings, proxy, budget, _connection_key(request.endpoint, proxy)
 
-    def idle(self) -> List[Any]:
-        """The idle connections, taken out of the pool for the caller to close."""
-        return self.pool.drain() if self.pool is not None else []
+    def close(self) -> List[Any]:
+        """Keep no connection from now on; the idle ones, for the caller to close."""
+        return self.pool.close() if self.pool is not None else []
 
 
 def _rejects_stream_options(error: APIError, payload: Mapping[str, Any]) -> bool:
@@ -3980,6 +4011,18 @@ def _sync_tunnel(sock: socket.socket, endpoint: _Endpoint, proxy: _Proxy, ends: 
     _tunnel_answer(head, rest, endpoint, proxy)
 
 
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether a read would not block (data, or the peer closed). poll(), where there is one:
+    select() cannot watch a descriptor numbered 1024 or more."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _SyncConnection(_ConnectionState):
     """A connected socket (tunnel and TLS done); reads and writes bounded by a budget."""
 
@@ -4012,10 +4055,8 @@ class _SyncConnection(_ConnectionState):
     def is_stale(self) -> bool:
         """Whether an idle connection can no longer be used: the server closed it, or sent
         something unasked (a TLS session ticket is fine)."""
-        import select
-
         try:
-            if not select.select([self.sock], [], [], 0)[0] and not getattr(self.sock, "pending", int)():
+            if not _readable_now(self.sock) and not getattr(self.sock, "pending", int)():
                 return False
             self.sock.setblocking(False)
             self._timeout = None
@@ -4037,22 +4078,26 @@ class _SyncConnection(_ConnectionState):
         self.sock.close()
 
 
-def _sync_exchange(session: _Session, request: _Request) -> _SyncResponse:
+def _sync_exchange(session: _Session, request: _Request, link: _Link) -> _SyncResponse:
     """Send the request on an idle or a new connection and read the response head. A reused
     connection that fails while the request is being sent is replaced and the request sent
-    again: the server cannot have had all of it (that is not a retry)."""
+    again: the server cannot have had all of it (that is not a retry). The connection is
+    link.opening meanwhile, for link.interrupt() to shut down."""
     settings, proxy, budget, key = session.route(request)
     conn = session.pool.reuse(key) if session.pool is not None else None
     if conn is None:
         conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
     try:
+        link.opening = conn
+        if link.closed:
+            raise _closed_by_caller()
         try:
             conn.send(request.wire(proxy, settings.keep_alive), budget)
         except OSError:
-            if not conn.reused:
+            if not conn.reused or link.closed:
                 raise
             conn.close()
-            conn = _sync_connect(settings, request.endpoint, proxy, request.deadline)
+            conn = link.opening = _sync_connect(settings, request.endpoint, proxy, request.deadline)
             conn.send(request.wire(proxy, settings.keep_alive), budget)
         conn.start()
         parser, rest = _ResponseParser(), None
@@ -4060,7 +4105,9 @@ def _sync_exchange(session: _Session, request: _Request) -> _SyncResponse:
             rest = parser.feed_head(conn.recv(budget))
     except BaseException as exc:
         conn.close()
-        raise _exchange_failure(exc) from None
+        raise _closed_by_caller() if link.closed else _exchange_failure(exc) from None
+    finally:
+        link.opening = None
     return _SyncResponse(conn, parser, rest, budget)
 
 
@@ -4131,11 +4178,12 @@ class _SyncResponse:
             conn.shutdown()
 
 
-def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) -> _SyncResponse:
-    """Send the request until a 2xx head arrives, retrying as the client's policy allows."""
+def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder, link: _Link) -> _SyncResponse:
+    """Send the request until a 2xx head arrives, retrying as the client's policy allows;
+    link.interrupt() from another thread stops it."""
     while True:
         try:
-            response = _sync_exchange(session, request)
+            response = _sync_exchange(session, request, link)
             if 200 <= response.head.status < 300:
                 decoder.attach(response.counters, _request_id(response.head.headers))
                 return response
@@ -4143,11 +4191,11 @@ def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder) ->
         except APIConnectionError as exc:
             error = exc
         try:
+            link.pause(0)  # closed meanwhile: no retry
             delay, request = session.next_attempt(error, request, decoder)
         finally:
             del error
-        if delay:
-            time.sleep(delay)
+        link.pause(delay)
 
 
 def _sync_deltas(session: _Session, request: _Request, decoder: _StreamDecoder, link: _Link) -> Generator[Delta, None, None]:
@@ -4163,8 +4211,8 @@ def _sync_deltas(session: _Session, request: _Request, decoder: _StreamDecoder, 
                 _check_resend(exc, link, decoder)
                 link.response.release(None, False)
                 delay, request = session.next_attempt(exc, request, decoder)
-                time.sleep(delay)
-                link.response = _sync_open(session, request, decoder)
+                link.pause(delay)
+                link.response = _sync_open(session, request, decoder, link)
                 decoder.restart(link.response.head.content_type)
     except StreamliteError as exc:
         raise decoder.attach_partial(exc, request.secrets)
@@ -4840,12 +4888,13 @@ class Stream(_StreamView):
     connection; a stream read to its end leaves it to the client for the next request.
     """
 
-    def __init__(self, session: _Session, request: _Request, options: _StreamOptions) -> None:
-        self._link = link = _Link()
+    def __init__(self, session: _Session, request: _Request, options: _StreamOptions,
+                 link: Optional[_Link] = None) -> None:
+        self._link = link = link or _Link()  # a batch makes it first, to interrupt the request
         self._decoder = decoder = _StreamDecoder("", options)
         self._iterator: Optional[Generator[Delta, None, None]] = None
         try:
-            link.response = _sync_open(session, request, decoder)
+            link.response = _sync_open(session, request, decoder, link)
         except StreamliteError as exc:
             raise _scrub(exc, request.secrets)
         decoder.content_type = link.response.head.content_type
@@ -4875,11 +4924,11 @@ class Stream(_StreamView):
         link = self._link
         if link.closed:
             return
-        link.closed = True
         iterator = self._iterator
-        if iterator is not None and getattr(iterator, "gi_running", False):
-            link.response.abort()  # another thread is reading: wake it, it closes the rest
+        if iterator is None or getattr(iterator, "gi_running", False):
+            link.interrupt()  # another thread is sending or reading: wake it, it closes the rest
             return
+        link.closed = True
         if iterator is not None:
             iterator.close()
         if link.response is not None:
@@ -5052,9 +5101,10 @@ class Client(_BaseClient):
         return _batch_run(self, *_batch_planned(requests, concurrency, rpm, tpm, body))
 
     def close(self) -> None:
-        """Close the idle connections (streams still open keep theirs until they end)."""
+        """Close the idle connections; streams still open close theirs when they end. The client
+        still works afterwards, without keeping connections for reuse."""
         if self._session is not None:
-            for conn in self._session.idle():
+            for conn in self._session.close():
                 conn.close()
 
     def __enter__(self) -> Client:
@@ -5093,12 +5143,12 @@ class AsyncClient(_BaseClient):
         return stream.completion
 
     async def aclose(self) -> None:
-        """Close the idle connections."""
+        """Close the idle connections (as Client.close)."""
         self._close_idle()
 
     def _close_idle(self) -> None:
         if self._session is not None:
-            for conn in self._session.idle():
+            for conn in self._session.close():
                 conn.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -5433,7 +5483,7 @@ class _BatchPlan:
         self.cooldown_until = float("-inf")
         self.stopped = False
         self.reached = False  # an HTTP answer came back: the endpoint can be reached
-        self.fatal: Optional[StreamliteError] = None  # nothing could run: the error to raise
+        self.fatal: Optional[BaseException] = None  # the error that ends the run, to raise
         self.succeeded = self.failed = self.throttled = self.tokens = 0
 
     @property
@@ -5501,6 +5551,13 @@ class _BatchPlan:
     def stop(self) -> None:
         self.stopped = True
 
+    def abort(self, error: BaseException) -> None:
+        """A worker failed outside any request (the caller's on_retry hook raised): the run
+        stops, and the caller gets the error."""
+        if self.fatal is None:
+            self.fatal = error
+        self.stopped = True
+
 
 def _batch_invalid(request: _BatchRequest) -> BatchResult:
     error = ConfigError("%s (line %d)" % (request.problem, request.line))
@@ -5528,28 +5585,6 @@ def _batch_outcome_error(exc: BaseException) -> StreamliteError:
     return ConfigError("the request cannot be sent: %s" % (exc,))  # e.g. a body field named like a parameter
 
 
-def _batch_send(client: Client, request: _BatchRequest, streams: Dict[int, Any], lock: Any) -> Tuple[Optional[Completion], Optional[StreamliteError]]:
-    """Send one request with client.stream() and read it to the end (thread worker side)."""
-    import threading
-
-    key = threading.get_ident()
-    try:
-        messages, kwargs = _batch_call(request)
-        stream = client.stream(messages, **kwargs)
-        with lock:
-            streams[key] = stream
-        try:
-            with stream:
-                for _ in stream:
-                    pass
-            return stream.completion, None
-        finally:
-            with lock:
-                streams.pop(key, None)
-    except (StreamliteError, TypeError, ValueError) as exc:
-        return None, _batch_outcome_error(exc)
-
-
 def _batch_planned(requests: Iterable[Any], concurrency: int, rpm: Optional[float], tpm: Optional[float],
                    defaults: Optional[Mapping[str, Any]], retries: int = 0) -> Tuple[List[_BatchRequest], _BatchPlan]:
     """The requests, checked (ConfigError before any I/O for bad arguments or a repeated
@@ -5574,8 +5609,9 @@ class _BatchThreads:
         self.condition = threading.Condition()  # guards the plan
         self.delivered = threading.Condition()  # guards results
         self.results: Any = collections.deque()
-        self.streams: Dict[int, Any] = {}
+        self.streams: Dict[int, _Link] = {}  # the request each worker is on, by thread
         self.streams_lock = threading.Lock()
+        self.stopping = False
         count = min(plan.concurrency, plan.total)
         self.workers = [threading.Thread(target=self.work, name="streamlite-batch", daemon=True) for _ in range(count)]
 
@@ -5595,15 +5631,42 @@ class _BatchThreads:
         try:
             step = self.next_step()
             while step is not None:
-                completion, error = _batch_send(self.client, step, self.streams, self.streams_lock)
+                completion, error = self.send(step)
                 with self.condition:
                     result = self.plan.finish(step, completion, error, time.monotonic())
                     self.condition.notify_all()
                 if result is not None:
                     self.hand_over(result)
                 step = self.next_step()
+        except Exception as exc:  # the caller's on_retry hook raised: end the whole run with it
+            with self.condition:
+                self.plan.abort(exc)
+                self.condition.notify_all()
         finally:
             self.hand_over(_BATCH_WORKER_DONE)
+
+    def send(self, request: _BatchRequest) -> Tuple[Optional[Completion], Optional[StreamliteError]]:
+        """Send one request as client.stream() would and read it to the end. Its link is known
+        from the start: stop() interrupts it while it is sent, answered, paused or read."""
+        import threading
+
+        key, link = threading.get_ident(), _Link()
+        with self.streams_lock:
+            if self.stopping:
+                link.closed = True  # stop() came first: nothing more is sent
+            self.streams[key] = link
+        try:
+            messages, kwargs = _batch_call(request)
+            call = _Call(**{name: kwargs.pop(name) for name in _Call._fields[:-1] if name in kwargs})  # not tap
+            with Stream(*self.client._prepare(messages, call, kwargs), link) as stream:
+                for _ in stream:
+                    pass
+            return stream.completion, None
+        except (StreamliteError, TypeError, ValueError) as exc:
+            return None, _batch_outcome_error(exc)
+        finally:
+            with self.streams_lock:
+                self.streams.pop(key, None)
 
     def hand_over(self, item: Any) -> None:
         with self.delivered:
@@ -5619,6 +5682,8 @@ class _BatchThreads:
                 result = self.results.popleft()
             if result is _BATCH_WORKER_DONE:
                 alive -= 1
+                if self.plan.fatal is not None:
+                    return  # the run ends now: stop() closes what is still in flight
             else:
                 yield result
 
@@ -5627,9 +5692,10 @@ class _BatchThreads:
             self.plan.stop()
             self.condition.notify_all()
         with self.streams_lock:
-            open_streams = list(self.streams.values())
-        for stream in open_streams:
-            stream.close()  # from this thread: the worker's read ends at once
+            self.stopping = True
+            links = list(self.streams.values())
+        for link in links:
+            link.interrupt()  # from this thread: the worker's send, wait or read ends at once
         deadline = time.monotonic() + 5.0
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -5696,6 +5762,9 @@ class _BatchTasks:
                     return
                 else:
                     await asyncio.wait([self.changed], timeout=step)
+        except Exception as exc:  # the caller's on_retry hook raised: end the whole run with it
+            self.plan.abort(exc)
+            self.notify()
         finally:
             self.results.put_nowait(_BATCH_WORKER_DONE)
 
@@ -5714,6 +5783,8 @@ async def _abatch_run(aclient: AsyncClient, prepared: Sequence[_BatchRequest], p
             result = await tasks.results.get()
             if result is _BATCH_WORKER_DONE:
                 alive -= 1
+                if plan.fatal is not None:
+                    break  # the run ends now: the tasks still in flight are cancelled below
             else:
                 yield result
         if plan.fatal is not None:
