@@ -3831,7 +3831,7 @@ class _Link:
         self.response: Any = None
         self.closed = False  # close() was called
         self.reading = False  # an async read is under way
-        self.opening: Any = None  # the connection a request is going out on, before a response
+        self.opening: Any = None  # the request going out: its connection (sync), its task (async)
         self._wake = threading.Event()  # set by interrupt(): ends a pause before a retry
 
     def interrupt(self) -> None:
@@ -4963,13 +4963,24 @@ class AsyncStream(_StreamView):
         self._iterator: Optional[AsyncIterator[Delta]] = None
 
     async def _open(self) -> None:
+        """Send the request, in a task of its own: aclose() from another task cancels it."""
+        import asyncio
+
         link = self._link
         if self._iterator is not None or link.closed:
             return
+        link.opening = opener = asyncio.ensure_future(_async_open(self._session, self._request, self._decoder))
         try:
-            link.response = await _async_open(self._session, self._request, self._decoder)
+            link.response = await opener
+        except asyncio.CancelledError:
+            opener.cancel()
+            if not link.closed:
+                raise
+            raise _closed_by_caller() from None
         except StreamliteError as exc:
             raise _scrub(exc, self._request.secrets)
+        finally:
+            link.opening = None
         self._decoder.content_type = link.response.head.content_type
         self._iterator = _async_deltas(self._session, self._request, self._decoder, link)
 
@@ -5001,6 +5012,9 @@ class AsyncStream(_StreamView):
         if link.closed:
             return
         link.closed = True
+        if link.opening is not None:  # another task is sending the request: stop it
+            link.opening.cancel()
+            return
         if link.reading:
             link.response.abort()
             return

@@ -250,3 +250,39 @@ def test_connections_of_streams_ending_after_close_are_closed(mode):
             del client
     finally:
         gc.enable()
+
+
+# close() while the request waits for its answer ##############################################
+
+
+def test_aclose_from_another_task_while_the_request_waits_for_its_answer():
+    """An AsyncStream exists before its request goes out (it is sent on `async with`), so
+    aclose() from another task can come while the request waits for the response head: the
+    opening side gets APIConnectionError at once ("the stream was closed"), not after
+    read_timeout, and the socket is closed. (A sync Stream is returned only once its head came;
+    the sync side of this is Client.batch's early exit, tested above.)"""
+    with FaultServer([hold(12)], lifetime=15) as server:
+        client = make_client("async", server.url, read_timeout=10, max_retries=0)
+
+        async def go():
+            astream = client.astream("hi")
+
+            async def closer():
+                while server.connections < 1:
+                    await asyncio.sleep(0.01)
+                await astream.aclose()
+
+            task = asyncio.ensure_future(closer())
+            try:
+                async with astream:
+                    pass
+            finally:
+                await task
+
+        started = time.monotonic()
+        with pytest.raises(streamlite.APIConnectionError) as raised:
+            asyncio.run(go())
+        took = time.monotonic() - started
+        assert "closed" in str(raised.value)
+        assert took < 3.0, "the close took effect only after %.1f s" % took
+        assert server.wait_peer_closed(0, 2.0), "the socket stayed open"
