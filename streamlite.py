@@ -5835,6 +5835,7 @@ examples:
   streamlite --base-url http://127.0.0.1:8080/v1 --jsonl "Hi" | jq -c .
   streamlite -X reasoning_effort='"high"' -X top_p=0.9 --stats "Why is the sky blue?"
   streamlite -- chat                                 # the word "chat" as a prompt
+  streamlite batch prompts.txt -o results.jsonl -m gpt-4.1-mini   # a file of requests (batch --help)
 
 environment:
   OPENAI_API_KEY     the API key (or the variable named by --api-key-env); AZURE_OPENAI_API_KEY
@@ -5845,7 +5846,8 @@ environment:
   HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE   as for curl
 
 exit codes:
-  0 success   2 usage error (also: input that is not UTF-8, an unreadable -c or -a file)
+  0 success   2 usage error (also: input or an environment variable that is not UTF-8, an
+               unreadable -c or -a file, output that cannot be written)
   3 API error (HTTP status or an error in the stream)
   4 connection failure   5 timeout   6 stream cut off mid-way   7 protocol error
   130 interrupted (Ctrl-C)   141 output pipe closed   143 terminated (SIGTERM)
@@ -5944,8 +5946,6 @@ def _parser() -> Any:
 def _parse_args(argv: Sequence[str]) -> Any:
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
-    if args.model is None:
-        args.model = os.environ.get("STREAMLITE_MODEL") or None
     # `streamlite chat [options]` is the session; `streamlite -- chat` the prompt "chat"
     args.chat = args.prompt == ["chat"] and "--" not in argv
     if args.raw and args.jsonl:
@@ -5955,6 +5955,8 @@ def _parse_args(argv: Sequence[str]) -> Any:
         args.headers = _header_fields(args.header)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.model is None and "model" not in args.body:
+        args.model = os.environ.get("STREAMLITE_MODEL") or None
     return args
 
 
@@ -5989,6 +5991,38 @@ def _header_fields(lines: Sequence[str]) -> Dict[str, str]:
     return headers
 
 
+# What the CLI and the Client read from the environment as text (paths such as SSL_CERT_FILE
+# may be any bytes: the OS takes them back as they came)
+_ENVIRON_TEXT = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_VERSION", "STREAMLITE_MODEL",
+                 "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+def _check_environ(key_name: str) -> None:
+    """Variables the OS handed over in another encoding hold lone surrogates: a usage error that
+    names the variable (never its value: it may be a key), before anything is sent."""
+    for name in _ENVIRON_TEXT + (key_name,):
+        value = os.environ.get(name)
+        if value is not None and not _is_utf8(value):
+            raise ConfigError("the environment variable %s is not valid UTF-8; set it in UTF-8" % name)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8_problem(data: bytes) -> Optional[str]:
+    """Where `data` stops being UTF-8 ("byte 0xe9 at offset 3"), or None when it is UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "byte 0x%02x at offset %d" % (data[exc.start], exc.start)
+    return None
+
+
 def _check_argv(argv: Sequence[str]) -> None:
     """Arguments the OS handed over in another encoding arrive as lone surrogates: say which."""
     for number, arg in enumerate(argv, 1):
@@ -6005,11 +6039,10 @@ def _read_stdin() -> str:
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         return sys.stdin.read()
     data = stream.read()
-    try:
-        return str(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError("stdin is not valid UTF-8 (byte 0x%02x at offset %d); convert it first, "
-                          "e.g. with iconv -f latin1 -t utf-8" % (data[exc.start], exc.start)) from None
+    problem = _utf8_problem(data)
+    if problem is not None:
+        raise ConfigError("stdin is not valid UTF-8 (%s); convert it first, e.g. with iconv -f latin1 -t utf-8" % problem)
+    return str(data.decode("utf-8-sig"))
 
 
 def _stdin_text() -> Optional[str]:
@@ -6143,13 +6176,19 @@ class _Printer:
             self.err_tail = text[-1]
         else:
             self.out_tail = text[-1]
-        stream.write(text)
-        stream.flush()
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk; on stderr there is nowhere left to say so
+            if not to_err:
+                raise _OutputFailed(exc.strerror or str(exc)) from None
 
     def note(self, text: str) -> None:
-        """One line on stderr, on a line of its own."""
+        """One line on stderr, on a line of its own; control characters (a server's) made visible."""
         self.end_line()
-        self.write("streamlite: %s\n" % text, to_err=True)
+        self.write("streamlite: %s\n" % _visible(text), to_err=True)
 
     def delta(self, delta: Delta) -> None:
         kind = type(delta)
@@ -6175,6 +6214,9 @@ class _Printer:
             line = _completion_json(completion, self.args.reasoning != "hide")
             self.write(_json_text(line, ensure_ascii=False) + "\n")
             return
+        if completion.choices and all(choice.index != 0 for choice in completion.choices):
+            self._other_choice(completion.choices[0])
+            return
         if self.args.reasoning != "only":
             for call in completion.tool_calls:
                 self.end_line()
@@ -6184,6 +6226,13 @@ class _Printer:
             self.note(_CUT_SHORT[completion.finish_reason])
         if len(completion.choices) > 1:
             self.note("the server sent %d choices; this shows choice 0 (--jsonl shows all)" % len(completion.choices))
+
+    def _other_choice(self, choice: Choice) -> None:
+        """A reply without a choice 0 (its deltas were not shown): the first choice, whole, now."""
+        self.end_line()
+        self.write(choice.reasoning if self.args.reasoning == "only" else choice.content or choice.refusal or "")
+        self.end_line()
+        self.note("the server sent no choice 0; this is choice %d (--jsonl shows every choice)" % choice.index)
 
     def stats(self, stats: Stats) -> None:
         self.end_line()
@@ -6198,6 +6247,32 @@ class _Printer:
 
 class _OutputClosed(Exception):
     """The reader of stdout went away (`| head -1`) while the stream was writing to it."""
+
+
+class _OutputFailed(Exception):
+    """stdout cannot be written (a full disk): one error line, exit 2. Not an OSError: the
+    stream must not see it when the --raw tap raises it."""
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """Text for a line on stderr: C0 and C1 controls but tab and newline (ESC, BEL: a server's
+    terminal escape sequences) as \\x1b-style escapes."""
+    return _CONTROLS.sub(lambda match: "\\x%02x" % ord(match.group()), text)
+
+
+def _error_line(error: StreamliteError) -> str:
+    return "streamlite: error: %s\n" % _visible(" ".join(str(error).split()) or type(error).__name__)
+
+
+def _quiet_stdout() -> None:
+    """stdout is gone or full: point it at /dev/null so the exit flush is quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class _Terminated(KeyboardInterrupt):
@@ -6220,7 +6295,7 @@ def _report_error(printer: _Printer, error: StreamliteError) -> int:
     printer.end_line()
     if printer.args.jsonl:
         printer.write(_json_text(_error_json(error), ensure_ascii=False) + "\n")
-    printer.write("streamlite: error: %s\n" % (" ".join(str(error).split()) or type(error).__name__), to_err=True)
+    printer.write(_error_line(error), to_err=True)
     return _exit_code(error)
 
 
@@ -6244,8 +6319,8 @@ def _report_retry(attempt: int, error: BaseException, delay: float, printer: Opt
     status = getattr(error, "status", None)
     reason = getattr(error, "message", None) if status else None
     reason = " ".join((reason or str(error)).split()) or type(error).__name__
-    text = "attempt %d failed (%s%s); retrying in %.1f s" % (
-        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay)
+    text = _visible("attempt %d failed (%s%s); retrying in %.1f s" % (
+        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay))
     if printer is not None:
         printer.note(text)
     else:
@@ -6318,6 +6393,11 @@ def _file_mode(path: str) -> int:
 
 
 def _client(args: Any, retries: _Retries) -> Client:
+    return _new_client(args, retries.printer.note, on_retry=retries)
+
+
+def _new_client(args: Any, note: Callable[[str], None], **overrides: Any) -> Client:
+    """The Client of a single call, a chat or a batch (the same key rules and warning)."""
     options: Dict[str, Any] = dict(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         total_timeout=args.total_timeout, max_retries=args.max_retries, ca_file=args.ca_file,
@@ -6327,9 +6407,11 @@ def _client(args: Any, retries: _Retries) -> Client:
         options["azure"] = True
     if args.headers:  # Client headers: credentials given this way are scrubbed from errors too
         options["headers"] = args.headers
-    options["on_retry"] = retries
+    options.update(overrides)
     client = Client(args.base_url, _api_key(args), **options)
-    _warn_without_key(args, client, retries.printer)
+    warning = _key_warning(args, client)
+    if warning is not None:
+        note(warning)
     return client
 
 
@@ -6344,49 +6426,81 @@ def _api_key(args: Any) -> Optional[str]:
     return key
 
 
-def _warn_without_key(args: Any, client: Client, printer: _Printer) -> None:
+def _key_warning(args: Any, client: Client) -> Optional[str]:
+    """The warning for a call that goes out without any key, or None."""
     if args.api_key_env != "OPENAI_API_KEY" or os.environ.get("OPENAI_API_KEY", "").strip():
-        return
+        return None
     if client.azure and os.environ.get("AZURE_OPENAI_API_KEY", "").strip():
-        return
+        return None
     if {name.lower() for name in args.headers} & {"authorization", "api-key", "x-api-key"}:
-        return
+        return None
     hint = " (AZURE_OPENAI_API_KEY is read for an Azure host or with --azure)" if os.environ.get("AZURE_OPENAI_API_KEY") else ""
-    printer.note("warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint)
+    return "warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint
+
+
+# -X names that are stream()'s own parameters: sent as body fields through extra_body
+_CALL_PARAMETERS = ("system", "api", "timeout", "extra_headers", "extra_body", "extra_query", "accumulate")
 
 
 def _call_options(args: Any) -> Dict[str, Any]:
-    """model, the body fields of the flags, and api= only when given."""
+    """model (-m, else -X model=...), the body fields of the flags, and api= only when given."""
     options = dict(args.body)
+    if "messages" in options:
+        raise ConfigError("-X messages=... cannot be given: the prompt (arguments or stdin) and -c FILE make the messages")
+    model = options.pop("model", None)
+    extra = {name: options.pop(name) for name in _CALL_PARAMETERS if name in options}
+    if extra:
+        options["extra_body"] = extra
     if args.temperature is not None:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    options["model"] = args.model
+    options["model"] = args.model if args.model is not None else model
     if args.api is not None:
         options["api"] = args.api
     return options
 
 
-def _raw_tap() -> Callable[[bytes], None]:
-    raw_out = sys.stdout.buffer
+class _RawOut:
+    """--raw: the body's bytes on stdout as they arrive. With a secret to hide (the key, a
+    credential header) each line waits for its end, so that a key a server echoes back is
+    redacted as in error messages, also when it comes cut in two pieces."""
 
-    def tap(piece: bytes) -> None:
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.out = sys.stdout.buffer
+        self.secrets = [secret for secret in secrets if secret]
+        self.pending = b""
+
+    def __call__(self, piece: bytes) -> None:
+        data = self.pending + piece
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1 if self.secrets else len(data)
+        self.pending = data[end:]
+        self._write(data[:end])
+
+    def flush(self) -> None:
+        data, self.pending = self.pending, b""
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.secrets:  # surrogateescape: bytes that are not UTF-8 come out as they came
+            data = _scrub_text(data.decode("utf-8", "surrogateescape"), self.secrets).encode("utf-8", "surrogateescape")
         try:
-            raw_out.write(piece)
-            raw_out.flush()
+            self.out.write(data)
+            self.out.flush()
         except BrokenPipeError:
             raise _OutputClosed() from None  # not an OSError: the stream must not see it
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
 
-    return tap
 
-
-def _open_stream(client: Client, messages: Messages, args: Any) -> Stream:
+def _open_stream(client: Client, messages: Messages, args: Any, raw: Optional[_RawOut]) -> Stream:
     options = _call_options(args)
-    if not args.raw:
+    if raw is None:
         return client.stream(messages, **options)
     # --raw needs the body's bytes as they arrive: the tap of a call, the one private hook here
-    call = _Call(options.pop("model"), api=options.pop("api", None), tap=_raw_tap())
+    call = _Call(options.pop("model"), api=options.pop("api", None), extra_body=options.pop("extra_body", None), tap=raw)
     return Stream(*client._prepare(messages, call, options))
 
 
@@ -6395,13 +6509,16 @@ def _one_turn(client: Client, args: Any, printer: _Printer, messages: Messages, 
     also one that came before the body (the call's own clock, the retries counted)."""
     started = time.monotonic()
     stream: Optional[Stream] = None
+    raw = _RawOut(client._secrets) if args.raw else None
     try:
-        stream = _open_stream(client, messages, args)
+        stream = _open_stream(client, messages, args, raw)
         with stream:
             for delta in stream:
-                if not args.raw:
+                if raw is None:
                     printer.delta(delta)
     finally:
+        if raw is not None:
+            raw.flush()
         if args.stats:
             stats = stream.stats if stream is not None else Stats(duration=time.monotonic() - started, retries=retries.count)
             printer.stats(stats)
@@ -6444,30 +6561,32 @@ def _run_cli(args: Any, printer: _Printer, retries: _Retries) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write(_error_line(exc))
+        return EXIT_USAGE
     if argv and argv[0] == "batch":
         return _batch_main(argv[1:])
     try:
         with _sigterm_interrupts():
             return _main(argv)
     except (BrokenPipeError, _OutputClosed):  # also while reporting a later error
-        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _quiet_stdout()
         return EXIT_BROKEN_PIPE
+    except _OutputFailed as exc:
+        _quiet_stdout()
+        sys.stderr.write("streamlite: error: cannot write to stdout: %s\n" % exc)
+        return EXIT_USAGE
 
 
 def _main(argv: List[str]) -> int:
-    try:
-        _check_argv(argv)
-    except ConfigError as exc:
-        sys.stderr.write("streamlite: error: %s\n" % exc)
-        return EXIT_USAGE
     args = _parse_args(argv)
     printer = _Printer(args)
     retries = _Retries(printer, args.verbose or printer.err.isatty())
     try:
         _check_ranges(args)
+        _check_environ(args.api_key_env)
         return _chat(args, printer, retries) if args.chat else _run_cli(args, printer, retries)
     except StreamliteError as exc:
         return _report_error(printer, exc)
