@@ -6634,8 +6634,9 @@ Each line is a turn; the reply streams as it arrives. Ctrl-C stops a reply, Ctrl
 class _ChatSession:
     """The conversation of `streamlite chat`, saved to -c FILE after every turn."""
 
-    def __init__(self, args: Any) -> None:
+    def __init__(self, args: Any, printer: _Printer) -> None:
         self.path = args.conversation
+        self.printer = printer
         history = _load_conversation(self.path) if self.path else []
         self.messages = _first_messages(args, history)
         self.attachments = list(args.attach)  # go with the first turn
@@ -6655,8 +6656,8 @@ class _ChatSession:
             self.messages[:1 if has else 0] = [system]
             self._save()
         elif name == "/save" and rest:
-            _save_conversation(os.path.expanduser(rest), self.messages)
-            printer.note("saved %d messages to %s" % (len(self.messages), rest))
+            if self._write(os.path.expanduser(rest)):
+                printer.note("saved %d messages to %s" % (len(self.messages), rest))
         else:
             printer.write(_CHAT_HELP, to_err=True)
         return True
@@ -6668,7 +6669,17 @@ class _ChatSession:
 
     def _save(self) -> None:
         if self.path:
-            _save_conversation(self.path, self.messages)
+            self._write(self.path)
+
+    def _write(self, path: str) -> bool:
+        """Save to `path`; a failure is reported and the session goes on (the messages are kept)."""
+        try:
+            _save_conversation(path, self.messages)
+        except ConfigError as exc:
+            self.printer.write(_error_line(exc), to_err=True)
+            self.printer.note("the conversation is kept in memory; /save FILE writes it elsewhere")
+            return False
+        return True
 
 
 def _read_turn(interactive: bool) -> Optional[str]:
@@ -6699,26 +6710,56 @@ def _chat(args: Any, printer: _Printer, retries: _Retries) -> int:
         import readline  # noqa: F401  (history and line editing for input(), where it exists)
     except ImportError:  # pragma: no cover - Windows
         pass
-    session = _ChatSession(args)
+    session = _ChatSession(args, printer)
     client = _client(args, retries)
     interactive = sys.stdin.isatty()
     if interactive:
         printer.write("streamlite chat: /help for help, Ctrl-D to leave\n", to_err=True)
-    while True:
-        try:
-            text = _read_turn(interactive)
-        except _Terminated:
-            raise
-        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
-            printer.write("\n", to_err=True)
-            continue
-        if text is None:
-            printer.end_line()
-            return EXIT_OK
-        if text.startswith("/") and not session.command(text.strip(), printer):
-            return EXIT_OK
-        if text.strip() and not text.startswith("/"):
-            _chat_turn(client, args, printer, session, text, retries)
+    with _lenient_stdin():
+        while True:
+            try:
+                text = _read_turn(interactive)
+            except _Terminated:
+                raise
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+                printer.write("\n", to_err=True)
+                continue
+            if text is None:
+                printer.end_line()
+                return EXIT_OK
+            if not _valid_turn(text, printer):
+                continue
+            if text.startswith("/") and not session.command(text.strip(), printer):
+                return EXIT_OK
+            if text.strip() and not text.startswith("/"):
+                _chat_turn(client, args, printer, session, text, retries)
+
+
+class _lenient_stdin:
+    """While chat runs, stdin decodes with surrogateescape: a line that is not UTF-8 reaches
+    _valid_turn (which says so) instead of raising UnicodeDecodeError out of input()."""
+
+    def __enter__(self) -> None:
+        self.errors = getattr(sys.stdin, "errors", None)
+        if self.errors is not None and hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors="surrogateescape")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.errors is not None and hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors=self.errors)
+
+
+def _valid_turn(text: str, printer: _Printer) -> bool:
+    """False (and a line on stderr) for a turn that came in bytes stdin's encoding cannot read."""
+    if _is_utf8(text):
+        return True
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    data = text.encode(encoding, "surrogateescape")
+    where = _utf8_problem(data) if encoding.replace("-", "").lower() == "utf8" else None
+    name = "UTF-8" if where is not None else encoding
+    printer.write(_error_line(ConfigError("this turn is not valid %s%s; it is not sent, the session goes on"
+                                          % (name, " (%s)" % where if where else ""))), to_err=True)
+    return False
 
 
 def _chat_turn(client: Client, args: Any, printer: _Printer, session: _ChatSession, text: str, retries: _Retries) -> None:
