@@ -6796,8 +6796,9 @@ examples:
   streamlite batch requests.jsonl -o part-2.jsonl --shard 2/4 -j 16
 
 exit codes:
-  0 every request succeeded   3 some failed (each failure is a line in OUT)   2 usage error
-  4 the server could not be reached   5 timeout   130 interrupted
+  0 every request succeeded   3 some failed (each failure is a line in OUT)
+  2 usage error (also: OUT is IN, OUT cannot be written or repaired for resuming)
+  4 the server could not be reached   5 timeout   130 interrupted   143 terminated (SIGTERM)
 """
 
 
@@ -6823,6 +6824,8 @@ def _batch_parse_args(argv: Sequence[str]) -> Any:
     add("--api", choices=("chat", "responses", "completions"), help="the API, unless a line's url says (default chat)")
     add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
     add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
+    add("--azure", action="store_true", default=None, help=(
+        "Azure OpenAI: api-key header, deployment URLs, AZURE_OPENAI_API_KEY (default: for an Azure OpenAI host)"))
     add("-t", "--temperature", type=float)
     add("--max-tokens", type=int)
     add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON", help="any other body field, for lines without it")
@@ -6835,6 +6838,7 @@ def _batch_parse_args(argv: Sequence[str]) -> Any:
     add("--insecure", action="store_true", help="do not verify TLS certificates")
     add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
     args = parser.parse_args(argv)
+    args.headers = {}
     try:
         args.body = _extra_fields(args.extra)
     except ValueError as exc:
@@ -6912,6 +6916,7 @@ class _BatchOutput:
     """Writes each output line with one write and a flush: a kill leaves at most a torn last line."""
 
     def __init__(self, path: Optional[str]) -> None:
+        self.where = "stdout" if path is None else "the output file %s" % path
         if path is None:
             self.file: Any = sys.stdout.buffer
             self.own = False
@@ -6919,15 +6924,22 @@ class _BatchOutput:
             try:
                 self.file = open(path, "ab", buffering=0)
             except OSError as exc:
-                raise ConfigError("cannot write the output file %s: %s" % (path, exc.strerror or exc)) from None
+                raise ConfigError("cannot write %s: %s" % (self.where, exc.strerror or exc)) from None
             self.own = True
 
     def write(self, line: Dict[str, Any]) -> None:
         data = (_json_text(line, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
-        while data:
-            written = self.file.write(data)
-            data = data[written:] if written is not None else b""
-        self.file.flush()
+        try:
+            while data:
+                written = self.file.write(data)
+                data = data[written:] if written is not None else b""
+            self.file.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk: the lines written so far stay whole, the rest run again
+            if not self.own:
+                _quiet_stdout()
+            raise ConfigError("cannot write %s: %s" % (self.where, exc.strerror or exc)) from None
 
     def close(self) -> None:
         if self.own:
@@ -6938,19 +6950,17 @@ def _batch_main(argv: Sequence[str]) -> int:
     """`streamlite batch ...`: run a file of requests; return the exit code."""
     args = _batch_parse_args(argv)
     try:
-        return _batch_cli(args)
+        with _sigterm_interrupts():
+            return _batch_cli(args)
     except StreamliteError as exc:
         _batch_stop_progress(args)
-        sys.stderr.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__))
+        sys.stderr.write(_error_line(exc))
         return _exit_code(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as _Terminated: the summary, then the code
         _batch_stop_progress(args, interrupted=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
-        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _quiet_stdout()
         return EXIT_BROKEN_PIPE
 
 
@@ -6962,17 +6972,17 @@ def _batch_stop_progress(args: Any, interrupted: bool = False) -> None:
 
 
 def _batch_cli(args: Any) -> int:
+    _check_ranges(args)
+    _check_environ(args.api_key_env)
     shard = _batch_shard(args.shard) if args.shard is not None else None
     if args.concurrency < 1:
         raise ConfigError("-j must be at least 1, got %d" % args.concurrency)
-    if args.max_retries < 0:
-        raise ConfigError("--max-retries must be >= 0, got %d" % args.max_retries)
     _BatchPlan([], concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)  # checks them
     client = _batch_client(args)
     requests = _batch_prepare(_batch_parse_lines(_batch_input(args.input)), _batch_defaults(args))
     if shard is not None:
         requests = [request for request in requests if _batch_in_shard(request.custom_id, shard)]
-    done = _batch_resume(args.output, [request.custom_id for request in requests]) if args.output else set()
+    done = _batch_done(args, requests)
     todo = [request for request in requests if request.custom_id not in done]
     plan = _BatchPlan(todo, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)
     output = _BatchOutput(args.output)
@@ -6987,10 +6997,45 @@ def _batch_cli(args: Any) -> int:
     return EXIT_API_ERROR if progress.failed else EXIT_OK
 
 
+def _batch_done(args: Any, requests: Sequence[_BatchRequest]) -> set[str]:
+    """The custom_ids OUT already has a success line for (none without -o), OUT repaired for
+    appending; OUT must not be the input, under any name."""
+    if not args.output:
+        return set()
+    if _same_file(args.input, args.output):
+        raise ConfigError("the output file %s is the input file; give -o another file" % args.output)
+    try:
+        return _batch_resume(args.output, [request.custom_id for request in requests])
+    except OSError as exc:  # a folder or file the user cannot write: nothing was changed
+        raise ConfigError("cannot prepare the output file %s for resuming (%s: %s); it is left as it was"
+                          % (args.output, exc.strerror or exc, exc.filename or args.output)) from None
+
+
+def _same_file(input_path: str, output: str) -> bool:
+    """Whether the output is a regular file that is also the input (a symlink, another path, stdin)."""
+    import stat
+
+    try:
+        out = os.stat(output)
+        source = os.fstat(sys.stdin.fileno()) if input_path == "-" else os.stat(input_path)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (source.st_dev, source.st_ino)
+
+
+def _server_request_id(completion: Completion) -> Optional[str]:
+    """The server's request id, when the Completion carries one: never one made up here."""
+    found = getattr(completion, "request_id", None)
+    return found if isinstance(found, str) and found else None
+
+
 def _batch_write(results: Iterator[BatchResult], output: Any, progress: Any) -> None:
     try:
         for result in results:
-            output.write(_batch_output_line(result))
+            line = _batch_output_line(result)
+            if result.completion is not None:  # BatchResult.request_id may be a local one
+                line["response"]["request_id"] = _server_request_id(result.completion)
+            output.write(line)
             if result.error is None:
                 progress.succeeded += 1
             else:
@@ -7000,15 +7045,13 @@ def _batch_write(results: Iterator[BatchResult], output: Any, progress: Any) -> 
 
 
 def _batch_client(args: Any) -> Client:
-    api_key = os.environ.get(args.api_key_env, "")
-    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
-        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
     # max_retries=0: every rate-limit answer reaches the batch at once, to pause all workers
-    return Client(
-        args.base_url, api_key, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout, max_retries=0, ca_file=args.ca_file, verify=not args.insecure,
-        proxy=args.proxy, include_usage=not args.no_usage,
-    )
+    return _new_client(args, _batch_note, max_retries=0)
+
+
+def _batch_note(text: str) -> None:
+    sys.stderr.write("streamlite: %s\n" % _visible(text))
+    sys.stderr.flush()
 
 
 def _batch_input(path: str) -> bytes:
