@@ -5925,6 +5925,7 @@ examples:
   streamlite --base-url http://127.0.0.1:8080/v1 --jsonl "Hi" | jq -c .
   streamlite -X reasoning_effort='"high"' -X top_p=0.9 --stats "Why is the sky blue?"
   streamlite -- chat                                 # the word "chat" as a prompt
+  streamlite batch prompts.txt -o results.jsonl -m gpt-4.1-mini   # a file of requests (batch --help)
 
 environment:
   OPENAI_API_KEY     the API key (or the variable named by --api-key-env); AZURE_OPENAI_API_KEY
@@ -5935,7 +5936,8 @@ environment:
   HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE   as for curl
 
 exit codes:
-  0 success   2 usage error (also: input that is not UTF-8, an unreadable -c or -a file)
+  0 success   2 usage error (also: input or an environment variable that is not UTF-8, an
+               unreadable -c or -a file, output that cannot be written)
   3 API error (HTTP status or an error in the stream)
   4 connection failure   5 timeout   6 stream cut off mid-way   7 protocol error
   130 interrupted (Ctrl-C)   141 output pipe closed   143 terminated (SIGTERM)
@@ -6034,8 +6036,6 @@ def _parser() -> Any:
 def _parse_args(argv: Sequence[str]) -> Any:
     parser = _parser()
     args = parser.parse_intermixed_args(argv)
-    if args.model is None:
-        args.model = os.environ.get("STREAMLITE_MODEL") or None
     # `streamlite chat [options]` is the session; `streamlite -- chat` the prompt "chat"
     args.chat = args.prompt == ["chat"] and "--" not in argv
     if args.raw and args.jsonl:
@@ -6045,6 +6045,8 @@ def _parse_args(argv: Sequence[str]) -> Any:
         args.headers = _header_fields(args.header)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.model is None and "model" not in args.body:
+        args.model = os.environ.get("STREAMLITE_MODEL") or None
     return args
 
 
@@ -6079,6 +6081,38 @@ def _header_fields(lines: Sequence[str]) -> Dict[str, str]:
     return headers
 
 
+# What the CLI and the Client read from the environment as text (paths such as SSL_CERT_FILE
+# may be any bytes: the OS takes them back as they came)
+_ENVIRON_TEXT = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_VERSION", "STREAMLITE_MODEL",
+                 "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+def _check_environ(key_name: str) -> None:
+    """Variables the OS handed over in another encoding hold lone surrogates: a usage error that
+    names the variable (never its value: it may be a key), before anything is sent."""
+    for name in _ENVIRON_TEXT + (key_name,):
+        value = os.environ.get(name)
+        if value is not None and not _is_utf8(value):
+            raise ConfigError("the environment variable %s is not valid UTF-8; set it in UTF-8" % name)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8_problem(data: bytes) -> Optional[str]:
+    """Where `data` stops being UTF-8 ("byte 0xe9 at offset 3"), or None when it is UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "byte 0x%02x at offset %d" % (data[exc.start], exc.start)
+    return None
+
+
 def _check_argv(argv: Sequence[str]) -> None:
     """Arguments the OS handed over in another encoding arrive as lone surrogates: say which."""
     for number, arg in enumerate(argv, 1):
@@ -6095,11 +6129,10 @@ def _read_stdin() -> str:
     if stream is None:  # a text stream without bytes underneath (tests, embedding)
         return sys.stdin.read()
     data = stream.read()
-    try:
-        return str(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError("stdin is not valid UTF-8 (byte 0x%02x at offset %d); convert it first, "
-                          "e.g. with iconv -f latin1 -t utf-8" % (data[exc.start], exc.start)) from None
+    problem = _utf8_problem(data)
+    if problem is not None:
+        raise ConfigError("stdin is not valid UTF-8 (%s); convert it first, e.g. with iconv -f latin1 -t utf-8" % problem)
+    return str(data.decode("utf-8-sig"))
 
 
 def _stdin_text() -> Optional[str]:
@@ -6233,13 +6266,19 @@ class _Printer:
             self.err_tail = text[-1]
         else:
             self.out_tail = text[-1]
-        stream.write(text)
-        stream.flush()
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk; on stderr there is nowhere left to say so
+            if not to_err:
+                raise _OutputFailed(exc.strerror or str(exc)) from None
 
     def note(self, text: str) -> None:
-        """One line on stderr, on a line of its own."""
+        """One line on stderr, on a line of its own; control characters (a server's) made visible."""
         self.end_line()
-        self.write("streamlite: %s\n" % text, to_err=True)
+        self.write("streamlite: %s\n" % _visible(text), to_err=True)
 
     def delta(self, delta: Delta) -> None:
         kind = type(delta)
@@ -6265,6 +6304,9 @@ class _Printer:
             line = _completion_json(completion, self.args.reasoning != "hide")
             self.write(_json_text(line, ensure_ascii=False) + "\n")
             return
+        if completion.choices and all(choice.index != 0 for choice in completion.choices):
+            self._other_choice(completion.choices[0])
+            return
         if self.args.reasoning != "only":
             for call in completion.tool_calls:
                 self.end_line()
@@ -6274,6 +6316,13 @@ class _Printer:
             self.note(_CUT_SHORT[completion.finish_reason])
         if len(completion.choices) > 1:
             self.note("the server sent %d choices; this shows choice 0 (--jsonl shows all)" % len(completion.choices))
+
+    def _other_choice(self, choice: Choice) -> None:
+        """A reply without a choice 0 (its deltas were not shown): the first choice, whole, now."""
+        self.end_line()
+        self.write(choice.reasoning if self.args.reasoning == "only" else choice.content or choice.refusal or "")
+        self.end_line()
+        self.note("the server sent no choice 0; this is choice %d (--jsonl shows every choice)" % choice.index)
 
     def stats(self, stats: Stats) -> None:
         self.end_line()
@@ -6288,6 +6337,32 @@ class _Printer:
 
 class _OutputClosed(Exception):
     """The reader of stdout went away (`| head -1`) while the stream was writing to it."""
+
+
+class _OutputFailed(Exception):
+    """stdout cannot be written (a full disk): one error line, exit 2. Not an OSError: the
+    stream must not see it when the --raw tap raises it."""
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """Text for a line on stderr: C0 and C1 controls but tab and newline (ESC, BEL: a server's
+    terminal escape sequences) as \\x1b-style escapes."""
+    return _CONTROLS.sub(lambda match: "\\x%02x" % ord(match.group()), text)
+
+
+def _error_line(error: StreamliteError) -> str:
+    return "streamlite: error: %s\n" % _visible(" ".join(str(error).split()) or type(error).__name__)
+
+
+def _quiet_stdout() -> None:
+    """stdout is gone or full: point it at /dev/null so the exit flush is quiet."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class _Terminated(KeyboardInterrupt):
@@ -6310,7 +6385,7 @@ def _report_error(printer: _Printer, error: StreamliteError) -> int:
     printer.end_line()
     if printer.args.jsonl:
         printer.write(_json_text(_error_json(error), ensure_ascii=False) + "\n")
-    printer.write("streamlite: error: %s\n" % (" ".join(str(error).split()) or type(error).__name__), to_err=True)
+    printer.write(_error_line(error), to_err=True)
     return _exit_code(error)
 
 
@@ -6334,8 +6409,8 @@ def _report_retry(attempt: int, error: BaseException, delay: float, printer: Opt
     status = getattr(error, "status", None)
     reason = getattr(error, "message", None) if status else None
     reason = " ".join((reason or str(error)).split()) or type(error).__name__
-    text = "attempt %d failed (%s%s); retrying in %.1f s" % (
-        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay)
+    text = _visible("attempt %d failed (%s%s); retrying in %.1f s" % (
+        attempt, "HTTP %s: " % status if status else "", _clip(reason, 200), delay))
     if printer is not None:
         printer.note(text)
     else:
@@ -6408,6 +6483,11 @@ def _file_mode(path: str) -> int:
 
 
 def _client(args: Any, retries: _Retries) -> Client:
+    return _new_client(args, retries.printer.note, on_retry=retries)
+
+
+def _new_client(args: Any, note: Callable[[str], None], **overrides: Any) -> Client:
+    """The Client of a single call, a chat or a batch (the same key rules and warning)."""
     options: Dict[str, Any] = dict(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
         total_timeout=args.total_timeout, max_retries=args.max_retries, ca_file=args.ca_file,
@@ -6417,9 +6497,11 @@ def _client(args: Any, retries: _Retries) -> Client:
         options["azure"] = True
     if args.headers:  # Client headers: credentials given this way are scrubbed from errors too
         options["headers"] = args.headers
-    options["on_retry"] = retries
+    options.update(overrides)
     client = Client(args.base_url, _api_key(args), **options)
-    _warn_without_key(args, client, retries.printer)
+    warning = _key_warning(args, client)
+    if warning is not None:
+        note(warning)
     return client
 
 
@@ -6434,49 +6516,81 @@ def _api_key(args: Any) -> Optional[str]:
     return key
 
 
-def _warn_without_key(args: Any, client: Client, printer: _Printer) -> None:
+def _key_warning(args: Any, client: Client) -> Optional[str]:
+    """The warning for a call that goes out without any key, or None."""
     if args.api_key_env != "OPENAI_API_KEY" or os.environ.get("OPENAI_API_KEY", "").strip():
-        return
+        return None
     if client.azure and os.environ.get("AZURE_OPENAI_API_KEY", "").strip():
-        return
+        return None
     if {name.lower() for name in args.headers} & {"authorization", "api-key", "x-api-key"}:
-        return
+        return None
     hint = " (AZURE_OPENAI_API_KEY is read for an Azure host or with --azure)" if os.environ.get("AZURE_OPENAI_API_KEY") else ""
-    printer.note("warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint)
+    return "warning: no API key: OPENAI_API_KEY is not set%s; sending none (fine for a local server)" % hint
+
+
+# -X names that are stream()'s own parameters: sent as body fields through extra_body
+_CALL_PARAMETERS = ("system", "api", "timeout", "extra_headers", "extra_body", "extra_query", "accumulate")
 
 
 def _call_options(args: Any) -> Dict[str, Any]:
-    """model, the body fields of the flags, and api= only when given."""
+    """model (-m, else -X model=...), the body fields of the flags, and api= only when given."""
     options = dict(args.body)
+    if "messages" in options:
+        raise ConfigError("-X messages=... cannot be given: the prompt (arguments or stdin) and -c FILE make the messages")
+    model = options.pop("model", None)
+    extra = {name: options.pop(name) for name in _CALL_PARAMETERS if name in options}
+    if extra:
+        options["extra_body"] = extra
     if args.temperature is not None:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    options["model"] = args.model
+    options["model"] = args.model if args.model is not None else model
     if args.api is not None:
         options["api"] = args.api
     return options
 
 
-def _raw_tap() -> Callable[[bytes], None]:
-    raw_out = sys.stdout.buffer
+class _RawOut:
+    """--raw: the body's bytes on stdout as they arrive. With a secret to hide (the key, a
+    credential header) each line waits for its end, so that a key a server echoes back is
+    redacted as in error messages, also when it comes cut in two pieces."""
 
-    def tap(piece: bytes) -> None:
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.out = sys.stdout.buffer
+        self.secrets = [secret for secret in secrets if secret]
+        self.pending = b""
+
+    def __call__(self, piece: bytes) -> None:
+        data = self.pending + piece
+        end = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1 if self.secrets else len(data)
+        self.pending = data[end:]
+        self._write(data[:end])
+
+    def flush(self) -> None:
+        data, self.pending = self.pending, b""
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.secrets:  # surrogateescape: bytes that are not UTF-8 come out as they came
+            data = _scrub_text(data.decode("utf-8", "surrogateescape"), self.secrets).encode("utf-8", "surrogateescape")
         try:
-            raw_out.write(piece)
-            raw_out.flush()
+            self.out.write(data)
+            self.out.flush()
         except BrokenPipeError:
             raise _OutputClosed() from None  # not an OSError: the stream must not see it
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
 
-    return tap
 
-
-def _open_stream(client: Client, messages: Messages, args: Any) -> Stream:
+def _open_stream(client: Client, messages: Messages, args: Any, raw: Optional[_RawOut]) -> Stream:
     options = _call_options(args)
-    if not args.raw:
+    if raw is None:
         return client.stream(messages, **options)
     # --raw needs the body's bytes as they arrive: the tap of a call, the one private hook here
-    call = _Call(options.pop("model"), api=options.pop("api", None), tap=_raw_tap())
+    call = _Call(options.pop("model"), api=options.pop("api", None), extra_body=options.pop("extra_body", None), tap=raw)
     return Stream(*client._prepare(messages, call, options))
 
 
@@ -6485,13 +6599,16 @@ def _one_turn(client: Client, args: Any, printer: _Printer, messages: Messages, 
     also one that came before the body (the call's own clock, the retries counted)."""
     started = time.monotonic()
     stream: Optional[Stream] = None
+    raw = _RawOut(client._secrets) if args.raw else None
     try:
-        stream = _open_stream(client, messages, args)
+        stream = _open_stream(client, messages, args, raw)
         with stream:
             for delta in stream:
-                if not args.raw:
+                if raw is None:
                     printer.delta(delta)
     finally:
+        if raw is not None:
+            raw.flush()
         if args.stats:
             stats = stream.stats if stream is not None else Stats(duration=time.monotonic() - started, retries=retries.count)
             printer.stats(stats)
@@ -6534,30 +6651,32 @@ def _run_cli(args: Any, printer: _Printer, retries: _Retries) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _check_argv(argv)
+    except ConfigError as exc:
+        sys.stderr.write(_error_line(exc))
+        return EXIT_USAGE
     if argv and argv[0] == "batch":
         return _batch_main(argv[1:])
     try:
         with _sigterm_interrupts():
             return _main(argv)
     except (BrokenPipeError, _OutputClosed):  # also while reporting a later error
-        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _quiet_stdout()
         return EXIT_BROKEN_PIPE
+    except _OutputFailed as exc:
+        _quiet_stdout()
+        sys.stderr.write("streamlite: error: cannot write to stdout: %s\n" % exc)
+        return EXIT_USAGE
 
 
 def _main(argv: List[str]) -> int:
-    try:
-        _check_argv(argv)
-    except ConfigError as exc:
-        sys.stderr.write("streamlite: error: %s\n" % exc)
-        return EXIT_USAGE
     args = _parse_args(argv)
     printer = _Printer(args)
     retries = _Retries(printer, args.verbose or printer.err.isatty())
     try:
         _check_ranges(args)
+        _check_environ(args.api_key_env)
         return _chat(args, printer, retries) if args.chat else _run_cli(args, printer, retries)
     except StreamliteError as exc:
         return _report_error(printer, exc)
@@ -6605,8 +6724,9 @@ Each line is a turn; the reply streams as it arrives. Ctrl-C stops a reply, Ctrl
 class _ChatSession:
     """The conversation of `streamlite chat`, saved to -c FILE after every turn."""
 
-    def __init__(self, args: Any) -> None:
+    def __init__(self, args: Any, printer: _Printer) -> None:
         self.path = args.conversation
+        self.printer = printer
         history = _load_conversation(self.path) if self.path else []
         self.messages = _first_messages(args, history)
         self.attachments = list(args.attach)  # go with the first turn
@@ -6626,8 +6746,8 @@ class _ChatSession:
             self.messages[:1 if has else 0] = [system]
             self._save()
         elif name == "/save" and rest:
-            _save_conversation(os.path.expanduser(rest), self.messages)
-            printer.note("saved %d messages to %s" % (len(self.messages), rest))
+            if self._write(os.path.expanduser(rest)):
+                printer.note("saved %d messages to %s" % (len(self.messages), rest))
         else:
             printer.write(_CHAT_HELP, to_err=True)
         return True
@@ -6639,7 +6759,17 @@ class _ChatSession:
 
     def _save(self) -> None:
         if self.path:
-            _save_conversation(self.path, self.messages)
+            self._write(self.path)
+
+    def _write(self, path: str) -> bool:
+        """Save to `path`; a failure is reported and the session goes on (the messages are kept)."""
+        try:
+            _save_conversation(path, self.messages)
+        except ConfigError as exc:
+            self.printer.write(_error_line(exc), to_err=True)
+            self.printer.note("the conversation is kept in memory; /save FILE writes it elsewhere")
+            return False
+        return True
 
 
 def _read_turn(interactive: bool) -> Optional[str]:
@@ -6670,26 +6800,56 @@ def _chat(args: Any, printer: _Printer, retries: _Retries) -> int:
         import readline  # noqa: F401  (history and line editing for input(), where it exists)
     except ImportError:  # pragma: no cover - Windows
         pass
-    session = _ChatSession(args)
+    session = _ChatSession(args, printer)
     client = _client(args, retries)
     interactive = sys.stdin.isatty()
     if interactive:
         printer.write("streamlite chat: /help for help, Ctrl-D to leave\n", to_err=True)
-    while True:
-        try:
-            text = _read_turn(interactive)
-        except _Terminated:
-            raise
-        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
-            printer.write("\n", to_err=True)
-            continue
-        if text is None:
-            printer.end_line()
-            return EXIT_OK
-        if text.startswith("/") and not session.command(text.strip(), printer):
-            return EXIT_OK
-        if text.strip() and not text.startswith("/"):
-            _chat_turn(client, args, printer, session, text, retries)
+    with _lenient_stdin():
+        while True:
+            try:
+                text = _read_turn(interactive)
+            except _Terminated:
+                raise
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+                printer.write("\n", to_err=True)
+                continue
+            if text is None:
+                printer.end_line()
+                return EXIT_OK
+            if not _valid_turn(text, printer):
+                continue
+            if text.startswith("/") and not session.command(text.strip(), printer):
+                return EXIT_OK
+            if text.strip() and not text.startswith("/"):
+                _chat_turn(client, args, printer, session, text, retries)
+
+
+class _lenient_stdin:
+    """While chat runs, stdin decodes with surrogateescape: a line that is not UTF-8 reaches
+    _valid_turn (which says so) instead of raising UnicodeDecodeError out of input()."""
+
+    def __enter__(self) -> None:
+        self.errors = getattr(sys.stdin, "errors", None)
+        if self.errors is not None and hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors="surrogateescape")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.errors is not None and hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors=self.errors)
+
+
+def _valid_turn(text: str, printer: _Printer) -> bool:
+    """False (and a line on stderr) for a turn that came in bytes stdin's encoding cannot read."""
+    if _is_utf8(text):
+        return True
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    data = text.encode(encoding, "surrogateescape")
+    where = _utf8_problem(data) if encoding.replace("-", "").lower() == "utf8" else None
+    name = "UTF-8" if where is not None else encoding
+    printer.write(_error_line(ConfigError("this turn is not valid %s%s; it is not sent, the session goes on"
+                                          % (name, " (%s)" % where if where else ""))), to_err=True)
+    return False
 
 
 def _chat_turn(client: Client, args: Any, printer: _Printer, session: _ChatSession, text: str, retries: _Retries) -> None:
@@ -6726,8 +6886,9 @@ examples:
   streamlite batch requests.jsonl -o part-2.jsonl --shard 2/4 -j 16
 
 exit codes:
-  0 every request succeeded   3 some failed (each failure is a line in OUT)   2 usage error
-  4 the server could not be reached   5 timeout   130 interrupted
+  0 every request succeeded   3 some failed (each failure is a line in OUT)
+  2 usage error (also: OUT is IN, OUT cannot be written or repaired for resuming)
+  4 the server could not be reached   5 timeout   130 interrupted   143 terminated (SIGTERM)
 """
 
 
@@ -6753,6 +6914,8 @@ def _batch_parse_args(argv: Sequence[str]) -> Any:
     add("--api", choices=("chat", "responses", "completions"), help="the API, unless a line's url says (default chat)")
     add("--base-url", help="API root (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
     add("--api-key-env", default="OPENAI_API_KEY", metavar="NAME", help="read the key from this variable")
+    add("--azure", action="store_true", default=None, help=(
+        "Azure OpenAI: api-key header, deployment URLs, AZURE_OPENAI_API_KEY (default: for an Azure OpenAI host)"))
     add("-t", "--temperature", type=float)
     add("--max-tokens", type=int)
     add("-X", dest="extra", action="append", default=[], metavar="KEY=JSON", help="any other body field, for lines without it")
@@ -6765,6 +6928,7 @@ def _batch_parse_args(argv: Sequence[str]) -> Any:
     add("--insecure", action="store_true", help="do not verify TLS certificates")
     add("--proxy", help="http:// proxy (default: $HTTPS_PROXY / $HTTP_PROXY)")
     args = parser.parse_args(argv)
+    args.headers = {}
     try:
         args.body = _extra_fields(args.extra)
     except ValueError as exc:
@@ -6842,6 +7006,7 @@ class _BatchOutput:
     """Writes each output line with one write and a flush: a kill leaves at most a torn last line."""
 
     def __init__(self, path: Optional[str]) -> None:
+        self.where = "stdout" if path is None else "the output file %s" % path
         if path is None:
             self.file: Any = sys.stdout.buffer
             self.own = False
@@ -6849,15 +7014,22 @@ class _BatchOutput:
             try:
                 self.file = open(path, "ab", buffering=0)
             except OSError as exc:
-                raise ConfigError("cannot write the output file %s: %s" % (path, exc.strerror or exc)) from None
+                raise ConfigError("cannot write %s: %s" % (self.where, exc.strerror or exc)) from None
             self.own = True
 
     def write(self, line: Dict[str, Any]) -> None:
         data = (_json_text(line, ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
-        while data:
-            written = self.file.write(data)
-            data = data[written:] if written is not None else b""
-        self.file.flush()
+        try:
+            while data:
+                written = self.file.write(data)
+                data = data[written:] if written is not None else b""
+            self.file.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk: the lines written so far stay whole, the rest run again
+            if not self.own:
+                _quiet_stdout()
+            raise ConfigError("cannot write %s: %s" % (self.where, exc.strerror or exc)) from None
 
     def close(self) -> None:
         if self.own:
@@ -6868,19 +7040,17 @@ def _batch_main(argv: Sequence[str]) -> int:
     """`streamlite batch ...`: run a file of requests; return the exit code."""
     args = _batch_parse_args(argv)
     try:
-        return _batch_cli(args)
+        with _sigterm_interrupts():
+            return _batch_cli(args)
     except StreamliteError as exc:
         _batch_stop_progress(args)
-        sys.stderr.write("streamlite: error: %s\n" % (" ".join(str(exc).split()) or type(exc).__name__))
+        sys.stderr.write(_error_line(exc))
         return _exit_code(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as _Terminated: the summary, then the code
         _batch_stop_progress(args, interrupted=True)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
-        try:  # stdout is gone: point it at /dev/null so the exit flush is quiet
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _quiet_stdout()
         return EXIT_BROKEN_PIPE
 
 
@@ -6892,17 +7062,17 @@ def _batch_stop_progress(args: Any, interrupted: bool = False) -> None:
 
 
 def _batch_cli(args: Any) -> int:
+    _check_ranges(args)
+    _check_environ(args.api_key_env)
     shard = _batch_shard(args.shard) if args.shard is not None else None
     if args.concurrency < 1:
         raise ConfigError("-j must be at least 1, got %d" % args.concurrency)
-    if args.max_retries < 0:
-        raise ConfigError("--max-retries must be >= 0, got %d" % args.max_retries)
     _BatchPlan([], concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)  # checks them
     client = _batch_client(args)
     requests = _batch_prepare(_batch_parse_lines(_batch_input(args.input)), _batch_defaults(args))
     if shard is not None:
         requests = [request for request in requests if _batch_in_shard(request.custom_id, shard)]
-    done = _batch_resume(args.output, [request.custom_id for request in requests]) if args.output else set()
+    done = _batch_done(args, requests)
     todo = [request for request in requests if request.custom_id not in done]
     plan = _BatchPlan(todo, concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, retries=args.max_retries)
     output = _BatchOutput(args.output)
@@ -6917,10 +7087,45 @@ def _batch_cli(args: Any) -> int:
     return EXIT_API_ERROR if progress.failed else EXIT_OK
 
 
+def _batch_done(args: Any, requests: Sequence[_BatchRequest]) -> set[str]:
+    """The custom_ids OUT already has a success line for (none without -o), OUT repaired for
+    appending; OUT must not be the input, under any name."""
+    if not args.output:
+        return set()
+    if _same_file(args.input, args.output):
+        raise ConfigError("the output file %s is the input file; give -o another file" % args.output)
+    try:
+        return _batch_resume(args.output, [request.custom_id for request in requests])
+    except OSError as exc:  # a folder or file the user cannot write: nothing was changed
+        raise ConfigError("cannot prepare the output file %s for resuming (%s: %s); it is left as it was"
+                          % (args.output, exc.strerror or exc, exc.filename or args.output)) from None
+
+
+def _same_file(input_path: str, output: str) -> bool:
+    """Whether the output is a regular file that is also the input (a symlink, another path, stdin)."""
+    import stat
+
+    try:
+        out = os.stat(output)
+        source = os.fstat(sys.stdin.fileno()) if input_path == "-" else os.stat(input_path)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (source.st_dev, source.st_ino)
+
+
+def _server_request_id(completion: Completion) -> Optional[str]:
+    """The server's request id, when the Completion carries one: never one made up here."""
+    found = getattr(completion, "request_id", None)
+    return found if isinstance(found, str) and found else None
+
+
 def _batch_write(results: Iterator[BatchResult], output: Any, progress: Any) -> None:
     try:
         for result in results:
-            output.write(_batch_output_line(result))
+            line = _batch_output_line(result)
+            if result.completion is not None:  # BatchResult.request_id may be a local one
+                line["response"]["request_id"] = _server_request_id(result.completion)
+            output.write(line)
             if result.error is None:
                 progress.succeeded += 1
             else:
@@ -6930,15 +7135,13 @@ def _batch_write(results: Iterator[BatchResult], output: Any, progress: Any) -> 
 
 
 def _batch_client(args: Any) -> Client:
-    api_key = os.environ.get(args.api_key_env, "")
-    if not api_key.strip() and args.api_key_env != "OPENAI_API_KEY":
-        raise ConfigError("--api-key-env %s: that environment variable is not set" % args.api_key_env)
     # max_retries=0: every rate-limit answer reaches the batch at once, to pause all workers
-    return Client(
-        args.base_url, api_key, connect_timeout=args.connect_timeout, read_timeout=args.read_timeout,
-        total_timeout=args.total_timeout, max_retries=0, ca_file=args.ca_file, verify=not args.insecure,
-        proxy=args.proxy, include_usage=not args.no_usage,
-    )
+    return _new_client(args, _batch_note, max_retries=0)
+
+
+def _batch_note(text: str) -> None:
+    sys.stderr.write("streamlite: %s\n" % _visible(text))
+    sys.stderr.flush()
 
 
 def _batch_input(path: str) -> bytes:

@@ -20,6 +20,7 @@ from batch_server import BatchServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KEY = "sk-batch-test-5f2c9e"
+SERVER_REQUEST_ID = "request_id" in getattr(streamlite.Completion, "__dataclass_fields__", {})  # see test_cli_request_id_is_the_servers
 
 
 def run_batch(kind, url, requests, max_retries=0, **options):
@@ -305,7 +306,10 @@ def test_cli_output_shape_failures_bad_lines_and_exit_code(tmp_path):
     assert sorted(rows) == sorted(["line-%d" % i for i in range(1, 11)] + ["batch-shape", "line-13", "line-14"])
     ok = rows["line-3"]
     assert set(ok) == {"id", "custom_id", "response", "error"} and ok["error"] is None and ok["id"].startswith("batch_req_")
-    assert ok["response"]["status_code"] == 200 and ok["response"]["request_id"]
+    # the server's x-request-id once Completion carries it (a library change), never a made-up one
+    request_id = ok["response"]["request_id"]
+    assert ok["response"]["status_code"] == 200
+    assert (request_id or "").startswith("req-") if SERVER_REQUEST_ID else request_id is None, request_id
     body = ok["response"]["body"]
     assert body["object"] == "chat.completion" and body["model"] == "m" and body["id"] and body["created"] == 1700000000
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "echo: hello 2"}, "logprobs": None, "finish_reason": "stop"}]
@@ -415,3 +419,199 @@ def test_cli_unreachable_exits_4(tmp_path):
     write_input(source, ["p%d" % i for i in range(20)])
     done = cli(str(source), "-o", str(tmp_path / "out.jsonl"), "--base-url", "http://127.0.0.1:%d/v1" % port, "--proxy", "", "--max-retries", "0")
     assert done.returncode == 4 and "streamlite: error:" in done.stderr
+
+
+# Review findings (CLI): what batch owes like the single call -----------------------------
+
+from loopback import FaultServer, close, hold, send  # noqa: E402
+from wire import Recording, delta, sse, text_reply  # noqa: E402
+
+DOCUMENTED = {0, 2, 3, 4, 5, 6, 7, 130, 141, 143}
+
+
+def _env(**extra):
+    """A clean environment (no keys, URLs, model, proxies) with KEY; None drops a name."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "AZURE_", "STREAMLITE_")) and "proxy" not in k.lower()}
+    env["OPENAI_API_KEY"] = KEY
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def _batch(*args, input=None, env=None, stdout=subprocess.PIPE, user=None):
+    """`python streamlite.py batch ARGS`, bytes out; stdin is /dev/null unless `input` is given."""
+    return subprocess.run([sys.executable, "streamlite.py", "batch", *args], cwd=str(ROOT), env=env or _env(),
+                          input=input, stdin=subprocess.DEVNULL if input is None else None, stdout=stdout,
+                          stderr=subprocess.PIPE, timeout=60)
+
+
+def _no_traceback(result):
+    err = result.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err, err[-1500:]
+    assert result.returncode in DOCUMENTED, (result.returncode, err[-500:])
+    return err
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_cli_output_that_cannot_be_written_is_one_line_exit_2(to_file):
+    # `-o` on a full disk, or stdout on one
+    with Recording([text_reply("ok")]) as server, open("/dev/full", "wb") as full:
+        if to_file:
+            result = _batch("-", "-o", "/dev/full", "--base-url", server.url, "--quiet", input=b"hi\n")
+        else:
+            result = _batch("-", "--base-url", server.url, "--quiet", input=b"hi\n", stdout=full)
+    err = _no_traceback(result)
+    where = "the output file /dev/full" if to_file else "stdout"
+    assert result.returncode == streamlite.EXIT_USAGE
+    assert err == "streamlite: error: cannot write %s: No space left on device\n" % where, err
+
+
+def _as_nobody():
+    os.setgid(65534)
+    os.setgroups([])
+    os.setuid(65534)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to run the CLI as nobody")
+@pytest.mark.parametrize("torn", [False, True])
+def test_cli_resume_that_cannot_repair_the_output_is_a_usage_error(torn):
+    # The output needs repair: a failure line to drop (a temporary file in a folder the user
+    # cannot write) or a torn last line (os.truncate of a file the user cannot write)
+    import shutil
+    import tempfile
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="streamlite-resume-"))  # pytest's tmp_path is root's only
+    try:
+        _resume_as_nobody(folder, torn)
+    finally:
+        shutil.rmtree(str(folder), ignore_errors=True)
+
+
+def _resume_as_nobody(folder, torn):
+    folder.chmod(0o755)  # nobody (the user) may read it, not write it
+    (folder / "in.txt").write_text("hi\n")
+    out = folder / "out.jsonl"
+    if torn:
+        out.write_text('{"custom_id": "zz", "response": {"status_code": 200}, "error": null}\n{"custom_id": "line-1", "resp')
+    else:
+        out.write_text('{"custom_id": "line-1", "response": {"status_code": 500}, "error": {"code": "x", "message": "y"}}\n')
+        os.chown(str(out), 65534, 65534)  # the file is the user's, its folder is not
+    before = out.read_bytes()
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable  # one nobody can run
+    with Recording([text_reply("ok")]) as server:
+        result = subprocess.run([python, str(ROOT / "streamlite.py"), "batch", str(folder / "in.txt"), "-o", str(out),
+                                 "--base-url", server.url, "--quiet"], cwd="/", env=_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=60, preexec_fn=_as_nobody)
+        sent = len(server.requests)
+    err = _no_traceback(result)
+    assert result.returncode == streamlite.EXIT_USAGE and sent == 0
+    assert err.startswith("streamlite: error: cannot prepare the output file %s for resuming (Permission denied: " % out), err
+    assert err.endswith("); it is left as it was\n") and out.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["same path", "another path", "symlink", "stdin"])
+def test_cli_output_that_is_the_input_file_is_refused(tmp_path, how):
+    requests = tmp_path / "requests.jsonl"
+    text = ('{"custom_id": "q1", "messages": [{"role": "user", "content": "a"}]}\n'
+            '{"custom_id": "q2", "messages": [{"role": "user", "content": "b"}]}\n')
+    requests.write_text(text)
+    output = {"same path": requests, "another path": tmp_path / "." / "requests.jsonl", "symlink": tmp_path / "link.jsonl",
+              "stdin": requests}[how]
+    if how == "symlink":
+        output.symlink_to(requests)
+    with Recording([text_reply("ok")]) as server:
+        if how == "stdin":
+            with open(str(requests), "rb") as stdin:
+                result = subprocess.run([sys.executable, "streamlite.py", "batch", "-", "-o", str(output), "--base-url",
+                                         server.url, "--quiet"], cwd=str(ROOT), env=_env(), stdin=stdin,
+                                        capture_output=True, timeout=60)
+        else:
+            result = _batch(str(requests), "-o", str(output), "--base-url", server.url, "--quiet")
+        sent = len(server.requests)
+    err = _no_traceback(result)
+    assert requests.read_text() == text and result.returncode == streamlite.EXIT_USAGE and sent == 0
+    assert err == "streamlite: error: the output file %s is the input file; give -o another file\n" % output
+
+
+@pytest.mark.parametrize("flag", [[], ["--azure"]])
+def test_cli_reads_the_azure_key_for_an_azure_host(flag):
+    # The Azure host is reached through a loopback "proxy" that records the absolute-form request
+    # (no DNS, no traffic off the machine); --azure does the same for a host that does not look like one
+    env = _env(AZURE_OPENAI_API_KEY="az-key-0123456789", OPENAI_API_KEY=None)
+    host = "http://gateway.example/openai" if flag else "http://myres.openai.azure.com/openai"
+    with Recording([text_reply("ok")]) as server:
+        proxy = server.url.rsplit("/v1", 1)[0]
+        result = _batch("-", "--base-url", host, "--proxy", proxy, "-m", "dep", "--quiet", *flag, input=b"hi\n", env=env)
+        request = server.requests[0]
+    assert result.returncode == 0, result.stderr
+    assert request.headers.get("api-key") == "az-key-0123456789" and "/deployments/dep/" in request.target
+
+
+def test_cli_without_any_key_warns_like_the_single_call():
+    with Recording([text_reply("ok")]) as server:
+        result = _batch("-", "--base-url", server.url, "--quiet", input=b"hi\n", env=_env(OPENAI_API_KEY=None))
+    assert result.returncode == 0
+    assert result.stderr.decode() == ("streamlite: warning: no API key: OPENAI_API_KEY is not set; sending none "
+                                      "(fine for a local server)\n")
+
+
+def test_cli_request_id_is_the_servers():
+    # never a made-up "req_<hex>": the server's x-request-id when the library's Completion
+    # carries it (a library change asked for), null until then
+    reply = text_reply("ok").replace(b"Connection: close\r\n", b"Connection: close\r\nx-request-id: req_server_42\r\n")
+    with FaultServer([send(reply), close()], max_connections=2) as server:
+        result = _batch("-", "--base-url", server.url, "--quiet", input=b"hi\n")
+    line = json.loads(result.stdout)
+    assert result.returncode == 0
+    assert line["response"]["request_id"] == ("req_server_42" if SERVER_REQUEST_ID else None)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-t", "nan"], "--temperature must be a finite number, got nan"),
+    (["--max-tokens", "0"], "--max-tokens must be a whole number of 1 or more, got 0"),
+    (["--read-timeout", "0"], "--read-timeout must be a positive number of seconds, got 0"),
+    (["--max-retries", "-1"], "--max-retries must be a whole number from 0 to 100, got -1"),
+])
+def test_cli_flags_are_range_checked_like_the_single_call(flags, message):
+    with Recording([text_reply("ok")]) as server:
+        result = _batch("-", "--base-url", server.url, "--quiet", *flags, input=b"hi\nho\n")
+        sent = len(server.requests)
+    assert result.returncode == streamlite.EXIT_USAGE and sent == 0
+    assert result.stderr.decode() == "streamlite: error: %s\n" % message
+
+
+def test_cli_environment_that_is_not_utf8_is_a_usage_error():
+    with Recording([text_reply("ok")]) as server:
+        result = _batch("-", "--base-url", server.url, "--quiet", input=b"hi\n", env=_env(STREAMLITE_MODEL="m\udcff"))
+        sent = len(server.requests)
+    assert result.returncode == streamlite.EXIT_USAGE and sent == 0
+    assert result.stderr.decode() == "streamlite: error: the environment variable STREAMLITE_MODEL is not valid UTF-8; set it in UTF-8\n"
+
+
+def test_cli_sigterm_exits_143_with_its_summary(tmp_path):
+    # like Ctrl-C's 130: the workers stop, the summary line, the output holds whole lines only
+    out = tmp_path / "out.jsonl"
+    with FaultServer([send(sse(delta({"content": "partial"}), done=False)), hold(), close()], max_connections=4,
+                     lifetime=60) as server:
+        proc = subprocess.Popen([sys.executable, "streamlite.py", "batch", "-", "-o", str(out), "--base-url", server.url],
+                                cwd=str(ROOT), env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc.stdin.write(b"hi\n")
+            proc.stdin.close()
+            proc.stdin = None  # communicate() must not flush it again
+            server.wait_connections(1, timeout=20)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(60)
+            server.release()
+    assert proc.returncode == streamlite.EXIT_TERMINATED, err
+    assert b"Traceback" not in err and err.endswith(b"\n") and b"streamlite: batch: 0 succeeded, 0 failed, 1 not run in " in err
+    assert out.read_bytes() == b""

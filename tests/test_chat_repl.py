@@ -222,3 +222,61 @@ def test_chat_reads_turns_from_a_pipe_too(tmp_path):
     assert result.stdout == "One.\nTwo.\n"
     assert bodies[1]["messages"] == [{"role": "user", "content": "first"}, {"role": "assistant", "content": "One."},
                                      {"role": "user", "content": "second"}]
+
+
+# Review findings: a turn that is not UTF-8, a conversation that cannot be written ------------
+
+
+def _chat_pipe(url, data, *args, **environ):
+    env = _env()
+    env.update(environ)
+    return subprocess.run([sys.executable, "streamlite.py", "chat", "--base-url", url, *args], cwd=str(ROOT),
+                          env=env, input=data, capture_output=True, timeout=TIMEOUT)
+
+
+NOT_UTF8 = b"streamlite: error: this turn is not valid UTF-8 (byte 0xe9 at offset 3); it is not sent, the session goes on\n"
+
+
+@pytest.mark.parametrize("locale", [{"PYTHONIOENCODING": "utf-8:strict"},            # en_US.UTF-8: strict
+                                    {"LC_ALL": "C.UTF-8", "PYTHONIOENCODING": ""},   # C: surrogateescape
+                                    {"LC_ALL": "C", "PYTHONIOENCODING": ""}])
+def test_a_turn_that_is_not_utf8_is_refused_and_the_session_goes_on(locale):
+    with Recording([text_reply("ok")]) as server:
+        result = _chat_pipe(server.url, b"caf\xe9\nhi\n", **locale)
+        bodies = server.bodies()
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    assert result.stderr == NOT_UTF8 and result.stdout == b"ok\n"
+    assert [b["messages"] for b in bodies] == [[{"role": "user", "content": "hi"}]]
+
+
+def test_a_turn_that_is_not_utf8_typed_on_a_terminal(terminal):
+    # GNU readline drops the byte it cannot read as it echoes (the turn is what the screen
+    # shows); without readline the turn is refused as from a pipe. Never a lone surrogate.
+    with Recording([text_reply("ok")]) as server:
+        term = terminal("chat", "--base-url", server.url)
+        term.expect(PROMPT)
+        os.write(term.master, b"caf\xe9\r")
+        shown = term.expect(PROMPT)
+        term.line("hi")
+        assert "ok" in term.expect(PROMPT)
+        term.line("/quit")
+        assert term.wait() == streamlite.EXIT_OK
+        sent = [b["messages"][-1]["content"] for b in server.bodies()]
+    assert "Traceback" not in term.seen
+    assert sent in (["caf", "hi"], ["hi"]), sent
+    assert sent == ["caf", "hi"] or "this turn is not valid UTF-8" in shown
+
+
+def test_a_failed_save_is_reported_and_the_session_goes_on(tmp_path):
+    # /save to a folder that does not exist, and -c FILE in one: each write says why it failed
+    missing = tmp_path / "no-such-dir" / "talk.json"
+    with Recording([text_reply("ok"), text_reply("two")]) as server:
+        result = _chat_pipe(server.url, ("/save %s\nhi\nagain\n" % missing).encode(), "-c", str(missing))
+        bodies = server.bodies()
+    err = result.stderr.decode()
+    assert result.returncode == 0 and "Traceback" not in err, err
+    assert result.stdout == b"ok\ntwo\n"
+    assert err.count("streamlite: error: cannot write conversation %s: No such file or directory\n" % missing) == 3, err
+    assert "the conversation is kept in memory; /save FILE writes it elsewhere" in err
+    assert bodies[1]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"},
+                                     {"role": "user", "content": "again"}]

@@ -1172,3 +1172,52 @@ def test_help_names_every_subcommand(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert "streamlite chat [options]" in out and "streamlite batch [options]" in out
+
+
+def test_help_examples_include_a_batch_run():
+    text = _run("--help").stdout
+    assert "streamlite batch prompts.txt -o results.jsonl" in text
+
+
+# -X with the names of the call's own parameters (review finding) --------------------------------
+
+
+def test_x_messages_is_a_usage_error_before_any_request():
+    with Recording([text_reply("ok")]) as server:
+        result = _run("--base-url", server.url, "-X", "messages=5", "hi")
+        sent = len(server.requests)
+    assert result.returncode == streamlite.EXIT_USAGE and sent == 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("streamlite: error: -X messages=... cannot be given")
+
+
+@pytest.mark.parametrize("flags, environ, model", [
+    (["-X", "model=gpt-x"], {}, "gpt-x"),                                   # -X model without -m: sent
+    (["-X", "model=gpt-x"], {"STREAMLITE_MODEL": "env-model"}, "gpt-x"),   # -X beats the environment
+    (["-X", "model=gpt-x", "-m", "gpt-m"], {}, "gpt-m"),                    # -m beats -X
+    ([], {"STREAMLITE_MODEL": "env-model"}, "env-model"),
+])
+def test_x_model_is_sent_when_m_is_not_given(flags, environ, model):
+    with Recording([text_reply("ok")]) as server:
+        result = _run("--base-url", server.url, *flags, "hi", env=_clean_env(**environ))
+        body = json.loads(server.requests[0].body)
+    assert result.returncode == 0, result.stderr
+    assert body["model"] == model and result.stdout == "ok\n"
+
+
+def test_x_names_of_stream_parameters_go_in_the_body():
+    # -X sets any body field, also one named like a stream() parameter (system, timeout, ...)
+    with Recording([text_reply("ok")]) as server:
+        result = _run("--base-url", server.url, "-X", "timeout=5", "-X", 'system="s"', "hi")
+        raw = _run("--base-url", server.url, "--raw", "-X", "timeout=5", "hi")
+        bodies = [json.loads(request.body) for request in server.requests]
+    assert result.returncode == 0 and raw.returncode == 0, result.stderr + raw.stderr
+    assert bodies[0]["timeout"] == 5 and bodies[0]["system"] == "s" and bodies[1]["timeout"] == 5
+
+
+def test_plain_output_of_a_reply_without_choice_0_prints_it_with_a_note():
+    # the only choice has index 1: its text is printed at the end, and stderr says which it is
+    with FaultServer([send(sse(delta({"content": "hello"}, index=1), delta({}, "stop", index=1))), close()]) as server:
+        result = _run("--base-url", server.url, "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n"
+    assert result.stderr == "streamlite: the server sent no choice 0; this is choice 1 (--jsonl shows every choice)\n"
