@@ -20,7 +20,6 @@ from batch_server import BatchServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KEY = "sk-batch-test-5f2c9e"
-SERVER_REQUEST_ID = "request_id" in getattr(streamlite.Completion, "__dataclass_fields__", {})  # see test_cli_request_id_is_the_servers
 
 
 def run_batch(kind, url, requests, max_retries=0, **options):
@@ -306,10 +305,9 @@ def test_cli_output_shape_failures_bad_lines_and_exit_code(tmp_path):
     assert sorted(rows) == sorted(["line-%d" % i for i in range(1, 11)] + ["batch-shape", "line-13", "line-14"])
     ok = rows["line-3"]
     assert set(ok) == {"id", "custom_id", "response", "error"} and ok["error"] is None and ok["id"].startswith("batch_req_")
-    # the server's x-request-id once Completion carries it (a library change), never a made-up one
-    request_id = ok["response"]["request_id"]
+    request_id = ok["response"]["request_id"]  # the server's x-request-id, never a made-up one
     assert ok["response"]["status_code"] == 200
-    assert (request_id or "").startswith("req-") if SERVER_REQUEST_ID else request_id is None, request_id
+    assert (request_id or "").startswith("req-"), request_id
     body = ok["response"]["body"]
     assert body["object"] == "chat.completion" and body["model"] == "m" and body["id"] and body["created"] == 1700000000
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "echo: hello 2"}, "logprobs": None, "finish_reason": "stop"}]
@@ -560,14 +558,13 @@ def test_cli_without_any_key_warns_like_the_single_call():
 
 
 def test_cli_request_id_is_the_servers():
-    # never a made-up "req_<hex>": the server's x-request-id when the library's Completion
-    # carries it (a library change asked for), null until then
+    # the server's x-request-id (Completion.request_id), never a made-up "req_<hex>"
     reply = text_reply("ok").replace(b"Connection: close\r\n", b"Connection: close\r\nx-request-id: req_server_42\r\n")
     with FaultServer([send(reply), close()], max_connections=2) as server:
         result = _batch("-", "--base-url", server.url, "--quiet", input=b"hi\n")
     line = json.loads(result.stdout)
     assert result.returncode == 0
-    assert line["response"]["request_id"] == ("req_server_42" if SERVER_REQUEST_ID else None)
+    assert line["response"]["request_id"] == "req_server_42"
 
 
 @pytest.mark.parametrize("flags, message", [
