@@ -5428,9 +5428,13 @@ def _batch_resume(path: str, ids: Iterable[str]) -> set[str]:
         kept = b"".join(data[start:end] for start, end, custom_id, ok in lines if ok or custom_id not in rerun)
         temporary = "%s.%d.tmp" % (path, os.getpid())
         with open(temporary, "wb") as file:
-            file.write(kept)
-            file.flush()
-            os.fsync(file.fileno())
+            try:
+                file.write(kept)
+                file.flush()
+                os.fsync(file.fileno())
+            except BaseException:
+                os.remove(temporary)  # a full disk: no half-written copy left behind
+                raise
         os.replace(temporary, path)
     elif whole < len(data):
         os.truncate(path, whole)

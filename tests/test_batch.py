@@ -612,3 +612,33 @@ def test_cli_sigterm_exits_143_with_its_summary(tmp_path):
     assert proc.returncode == streamlite.EXIT_TERMINATED, err
     assert b"Traceback" not in err and err.endswith(b"\n") and b"streamlite: batch: 0 succeeded, 0 failed, 1 not run in " in err
     assert out.read_bytes() == b""
+
+
+def _file_size_limit():
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX file size limit")
+def test_cli_resume_that_fills_the_disk_leaves_no_temporary_file(tmp_path):
+    # Repairing the output for a resume writes a copy, then renames it: when the copy cannot be
+    # written whole (a full disk; here a file size limit), it is removed and the output kept
+    (tmp_path / "in.txt").write_text("hi\n")
+    out = tmp_path / "out.jsonl"
+    kept = '{"custom_id": "zz", "response": {"status_code": 200, "body": "%s"}, "error": null}\n' % ("x" * 8000)
+    failed = '{"custom_id": "line-1", "response": {"status_code": 500}, "error": {"code": "x", "message": "y"}}\n'
+    out.write_text(kept + failed)
+    before = out.read_bytes()
+    with Recording([text_reply("ok")]) as server:
+        result = subprocess.run([sys.executable, str(ROOT / "streamlite.py"), "batch", str(tmp_path / "in.txt"), "-o",
+                                 str(out), "--base-url", server.url, "--quiet"], cwd=str(ROOT), env=_env(),
+                                stdin=subprocess.DEVNULL, capture_output=True, timeout=60, preexec_fn=_file_size_limit)
+        sent = len(server.requests)
+    err = _no_traceback(result)
+    assert result.returncode == streamlite.EXIT_USAGE and sent == 0, err
+    assert "cannot prepare the output file" in err
+    assert out.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
