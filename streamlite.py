@@ -4187,7 +4187,11 @@ def _sync_open(session: _Session, request: _Request, decoder: _StreamDecoder, li
             if 200 <= response.head.status < 300:
                 decoder.attach(response.counters, _request_id(response.head.headers))
                 return response
-            error: StreamliteError = response.http_error(session.pool)
+            link.opening = response.conn  # its error body is read next: interrupt() shuts it down
+            try:
+                error: StreamliteError = response.http_error(session.pool)
+            finally:
+                link.opening = None
         except APIConnectionError as exc:
             error = exc
         try:
@@ -4517,6 +4521,39 @@ async def _async_open(session: _Session, request: _Request, decoder: _StreamDeco
             await asyncio.sleep(delay)
 
 
+async def _async_linked(link: _Link, step: Any) -> Any:
+    """Await one step of a stream (sending its request, or a pause before a retry) in a task of
+    its own, which aclose() from another task cancels: APIConnectionError ("closed") then. A
+    response that comes when the stream is closed, or when the caller's task is cancelled, is
+    closed at once."""
+    import asyncio
+
+    if link.closed:
+        step.close()  # a coroutine never started: no "never awaited" warning
+        raise _closed_by_caller()
+    task = link.opening = asyncio.ensure_future(step)
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        if not task.cancel() and not task.cancelled() and task.exception() is None:
+            _close_response_of(task.result())  # it came just as the waiting task was cancelled
+        if not link.closed:
+            raise  # the caller's task was cancelled
+        raise _closed_by_caller() from None
+    finally:
+        link.opening = task = None  # no frame keeps the task: it holds its exception (a cycle)
+    if link.closed:
+        _close_response_of(result)
+        raise _closed_by_caller()
+    return result
+
+
+def _close_response_of(result: Any) -> None:
+    """Close the response a step brought (a pause brings None)."""
+    if result is not None:
+        result.close_now()
+
+
 async def _async_deltas(session: _Session, request: _Request, decoder: _StreamDecoder,
                         link: _Link) -> AsyncIterator[Delta]:
     """The deltas of a stream whose response is link.response (as _sync_deltas)."""
@@ -4532,8 +4569,8 @@ async def _async_deltas(session: _Session, request: _Request, decoder: _StreamDe
                 _check_resend(exc, link, decoder)
                 await link.response.release(None, False)
                 delay, request = session.next_attempt(exc, request, decoder)
-                await asyncio.sleep(delay)
-                link.response = await _async_open(session, request, decoder)
+                await _async_linked(link, asyncio.sleep(delay))
+                link.response = await _async_linked(link, _async_open(session, request, decoder))
                 decoder.restart(link.response.head.content_type)
     except StreamliteError as exc:
         raise decoder.attach_partial(exc, request.secrets)
@@ -4964,23 +5001,13 @@ class AsyncStream(_StreamView):
 
     async def _open(self) -> None:
         """Send the request, in a task of its own: aclose() from another task cancels it."""
-        import asyncio
-
         link = self._link
         if self._iterator is not None or link.closed:
             return
-        link.opening = opener = asyncio.ensure_future(_async_open(self._session, self._request, self._decoder))
         try:
-            link.response = await opener
-        except asyncio.CancelledError:
-            opener.cancel()
-            if not link.closed:
-                raise
-            raise _closed_by_caller() from None
+            link.response = await _async_linked(link, _async_open(self._session, self._request, self._decoder))
         except StreamliteError as exc:
             raise _scrub(exc, self._request.secrets)
-        finally:
-            link.opening = None
         self._decoder.content_type = link.response.head.content_type
         self._iterator = _async_deltas(self._session, self._request, self._decoder, link)
 

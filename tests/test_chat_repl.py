@@ -249,13 +249,15 @@ def test_a_turn_that_is_not_utf8_is_refused_and_the_session_goes_on(locale):
     assert [b["messages"] for b in bodies] == [[{"role": "user", "content": "hi"}]]
 
 
+@pytest.mark.skipif(hasattr(sys, "pypy_version_info"), reason="PyPy's own line editor (pyrepl) stops reading for "
+                    "good at a byte that is not UTF-8, in any program's input(): nothing streamlite can do")
 def test_a_turn_that_is_not_utf8_typed_on_a_terminal(terminal):
     # GNU readline drops the byte it cannot read as it echoes (the turn is what the screen
     # shows); without readline the turn is refused as from a pipe. Never a lone surrogate.
     with Recording([text_reply("ok")]) as server:
         term = terminal("chat", "--base-url", server.url)
         term.expect(PROMPT)
-        os.write(term.master, b"caf\xe9\r")
+        os.write(term.master, b"caf\xff\r")  # never valid UTF-8 (no decoder waits for more)
         shown = term.expect(PROMPT)
         term.line("hi")
         assert "ok" in term.expect(PROMPT)

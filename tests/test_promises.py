@@ -475,7 +475,8 @@ class Meter:
 
     def __exit__(self, *exc):
         if PYPY:
-            gc.collect()
+            for _ in range(3):  # objects with finalizers (generators, sockets) take more than one
+                gc.collect()
             self.retained = self.peak = gc.get_stats()._s.total_gc_memory - self.base
         else:
             import tracemalloc

@@ -9,14 +9,16 @@ import asyncio
 import gc
 import os
 import resource
+import sys
 import threading
 import time
 import warnings
+import weakref
 
 import pytest
 
 import streamlite
-from loopback import FaultServer, chunked, close, hold, response_head, send, sleep
+from loopback import FaultServer, chunked, close, hold, reset, response_head, send, sleep
 
 KEY = "sk-test-findings-pool-0123456789"
 SSE = b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
@@ -43,10 +45,12 @@ def run_batch(mode, client, prompts, on_result=None, **options):
     """Every BatchResult of client.batch / aclient.abatch (stops when on_result returns True)."""
     results = []
     if mode == "sync":
-        for result in client.batch(prompts, **options):
+        gen = client.batch(prompts, **options)
+        for result in gen:
             results.append(result)
             if on_result is not None and on_result(result):
                 break
+        gen.close()  # what dropping it does at once on CPython; PyPy waits for its GC otherwise
         return results
 
     async def go():
@@ -286,3 +290,177 @@ def test_aclose_from_another_task_while_the_request_waits_for_its_answer():
         assert "closed" in str(raised.value)
         assert took < 3.0, "the close took effect only after %.1f s" % took
         assert server.wait_peer_closed(0, 2.0), "the socket stayed open"
+
+
+# Races of close() and cancellation with a request under way (a second review) #####
+
+
+EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+ERR_400 = response_head(400, "Bad Request", ctype="application/json", length=2, keep_alive=True) + b"{}"
+
+
+def aclient(url, **options):
+    return streamlite.AsyncClient(url, **dict(dict(api_key=KEY, proxy="", max_retries=0, read_timeout=5), **options))
+
+
+async def read_counting(stream, got):
+    """Read `stream` to its end in `async with`, counting deltas in got["deltas"] (a typed
+    error goes in got["error"])."""
+    try:
+        async with stream:
+            async for _ in stream:
+                got["deltas"] += 1
+    except streamlite.StreamliteError as exc:
+        got["error"] = exc
+
+
+# 1. aclose() from another task, once the answer's head is in but before the opening task resumed ###
+
+
+def test_aclose_after_the_head_arrived_is_not_ignored():
+    """AsyncStream._open runs the request in a task of its own (link.opening). When that task
+    has already finished (the head is in: completion.request_id is set) but the task that awaits
+    it has not resumed yet, aclose() from another task calls opening.cancel() (a no-op on a done
+    task), marks the stream closed and returns. The first task then resumes, takes the response
+    and reads the whole stream: aclose() was ignored, and a later aclose() is a no-op."""
+    head = response_head(200, headers=["x-request-id: req_1"], length=len(EVENT) * 5 + 14)
+    script = [send(head)] + [a for _ in range(5) for a in (sleep(0.2), send(EVENT))]
+    script += [send(b"data: [DONE]\n\n"), hold(3)]
+    got = {"deltas": 0}
+
+    async def go(url):
+        stream = aclient(url).astream("hi")
+        task = asyncio.ensure_future(read_counting(stream, got))
+        while stream.completion.request_id is None:  # the head has arrived, in the opening task
+            await asyncio.sleep(0)
+        await stream.aclose()
+        await asyncio.wait_for(task, 5)
+
+    with FaultServer(script, max_connections=2, lifetime=10) as server:
+        asyncio.run(go(server.url))
+    assert got["deltas"] == 0, "the stream was read to its end after aclose(): %d deltas" % got["deltas"]
+
+
+# 2. aclose() from another task while the stream waits to send its request again ###############
+
+
+def test_aclose_during_a_resend_pause_sends_nothing_more():
+    """The first answer breaks (reset) before any delta: _async_deltas sleeps (backoff), then
+    sends the request again, all inside __anext__ (link.reading). aclose() from another task
+    then only aborts the old, already released response: the sleep goes on, the request is sent
+    again and the new answer read to its end. The sync Stream.close() wakes link.pause instead."""
+    script = [[send(response_head(200, length=1000)), send(b": ping\n\n"), sleep(0.05), reset()],
+              [send(OK_CLOSE), close()]]
+    got = {"deltas": 0}
+
+    async def go(url):
+        stream = aclient(url, max_retries=2).astream("hi")
+        task = asyncio.ensure_future(read_counting(stream, got))
+        await asyncio.sleep(0.2)  # the first answer broke; the stream waits before sending again
+        await stream.aclose()
+        await asyncio.wait_for(task, 5)
+
+    with FaultServer(script, max_connections=3, lifetime=10) as server:
+        asyncio.run(go(server.url))
+        connections = server.connections
+    assert connections == 1, "the request was sent again after aclose()"
+    assert got["deltas"] == 0 and isinstance(got.get("error"), streamlite.APIConnectionError), got
+
+
+# 3. the outer task cancelled once the opening task has its response ##########################
+
+
+def test_cancel_after_the_head_arrived_closes_the_connection():
+    """The task in `async with client.astream(...)` is cancelled when the opening task already
+    holds the response: _open calls opener.cancel() (a no-op) and re-raises CancelledError, and
+    the response in opener.result() is never released: its connection stays open (until the GC
+    finds the task; then an "unclosed transport" ResourceWarning)."""
+
+    async def go(server):
+        stream = aclient(server.url).astream("hi")
+        task = asyncio.ensure_future(stream.__aenter__())
+        while stream.completion.request_id is None:
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(0.05)
+        closed = server.wait_peer_closed(0, 0.5)
+        del task
+        return closed
+
+    head = response_head(200, headers=["x-request-id: req_1"], chunked=True, keep_alive=True)
+    with FaultServer([send(head), hold(5)], max_connections=2, lifetime=10) as server:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            closed = asyncio.run(go(server))
+    assert closed, "the connection of a cancelled open stayed open"
+
+
+# 4. a failed async open leaves a reference cycle that keeps the client and its pool ############
+
+
+def test_failed_async_open_leaves_no_cycle_holding_the_client():
+    """_open's frame keeps `opener`, the task that failed, which keeps the exception, whose
+    traceback holds _open's frame: a cycle. With the GC off (or until it runs) a dropped client
+    and its pooled connections live on; the idle connection is not closed."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        async def go(server):
+            client = aclient(server.url)
+            held = client.astream("a")
+            await held.__aenter__()  # connection 0
+            try:
+                await client.acomplete("x")  # connection 1: a 400
+            except streamlite.APIError:
+                pass
+            async for _ in held:  # connection 0 goes back to the pool
+                pass
+            del held
+            ref = weakref.ref(client)
+            del client
+            if hasattr(sys, "pypy_version_info"):  # no reference counting: only the GC frees it
+                for _ in range(3):
+                    gc.collect()
+            await asyncio.sleep(0.05)
+            return ref() is None, server.wait_peer_closed(0, 0.3)
+
+        with FaultServer([[send(OK_KEEP), hold(3)], [send(ERR_400), hold(3)]], max_connections=3, lifetime=10) as server:
+            freed, closed = asyncio.run(go(server))
+    finally:
+        gc.collect()
+        if was_enabled:
+            gc.enable()
+    assert freed, "a dropped AsyncClient is kept by a reference cycle after a failed call"
+    assert closed, "its idle pooled connection was not closed when it was dropped"
+
+
+# 5. leaving Client.batch early while a worker reads an error body ##############################
+
+
+def test_batch_early_exit_interrupts_a_worker_reading_an_error_body():
+    """_sync_open reads a non-2xx body (http_error) with link.opening None and link.response not
+    yet set: link.interrupt() reaches nothing. Leaving the batch waits stop()'s 5 s join, then
+    returns with the worker thread still blocked (up to read_timeout)."""
+    stalled = response_head(503, "Service Unavailable", ctype="application/json", length=100) + b'{"error":'
+
+    def script(index, request):
+        if request.json()["messages"][-1]["content"] == "slow":
+            return [send(stalled), hold(12)]
+        return [sleep(0.3), send(OK_CLOSE), close()]
+
+    with FaultServer(script, max_connections=4, lifetime=20) as server:
+        client = streamlite.Client(server.url, api_key=KEY, proxy="", max_retries=0, read_timeout=10)
+        results = client.batch(["slow", "fast"], concurrency=2)
+        first = next(results)
+        assert first.custom_id == "line-2"
+        started = time.monotonic()
+        results.close()
+        took = time.monotonic() - started
+        alive = [thread for thread in threading.enumerate() if thread.name == "streamlite-batch" and thread.is_alive()]
+        server.release()
+    assert took < 2.0, "leaving the batch took %.1f s" % took
+    assert not alive, "a batch worker is still running after the batch was left"
