@@ -61,6 +61,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 from urllib.parse import quote, urlsplit
@@ -208,6 +209,16 @@ class ProtocolError(StreamliteError, ValueError):
     def __init__(self, message: str, *, partial: Optional[Completion] = None) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _kept(error: _E) -> _E:
+    """An exception to keep for raising later, without its traceback: its frames link to their
+    callers', and the object keeping the error is held by one of them (a reference cycle that
+    would keep a client and its sockets until the cyclic garbage collector runs)."""
+    return error.with_traceback(None)
 
 
 def _raise_if(error: Optional[BaseException]) -> None:
@@ -779,7 +790,7 @@ class SSEDecoder:
                 raise error
             finally:
                 del error  # a frame holding the exception it raises makes a reference cycle
-        self.failed = error
+        self.failed = _kept(error)
 
     def _raise_failed(self) -> None:
         raise self._take_failed()
@@ -2441,7 +2452,7 @@ class _StreamDecoder:
         try:
             events = self.sse.feed_tuples(piece)
         except ProtocolError as exc:
-            self.error = exc
+            self.error = _kept(exc)
             return
         if not events:
             return
@@ -2466,7 +2477,7 @@ class _StreamDecoder:
             try:
                 return self._named_event(kind, data)
             except StreamliteError as exc:
-                self.error = exc
+                self.error = _kept(exc)
                 return None
         if data[:6] == "[DONE]":
             if not self.dialect.terminal_needed:
@@ -2854,7 +2865,7 @@ class _Head:
         try:
             inflater = _Inflater.for_codings([c for c in codings if c != "identity"])
         except ProtocolError as exc:  # raised when the body starts, with .partial
-            inflater = _Inflater("identity", refused=exc)
+            inflater = _Inflater("identity", refused=_kept(exc))
         if chunked or "transfer-encoding" in self.headers:  # another last coding: delimited by close
             return _BodyFramer(chunked, None, inflater)
         return _BodyFramer(False, self._content_length(), inflater)
@@ -2903,7 +2914,7 @@ class _ChunkedDecoder:
         except ProtocolError as exc:
             if not out:
                 raise
-            self.failed = exc
+            self.failed = _kept(exc)
         if len(out) == 1:
             return out[0]
         return b"".join(out)
@@ -3950,8 +3961,11 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
             sock.close()
             if not isinstance(exc, OSError) or isinstance(exc, socket.timeout):
                 raise
-            error = exc
-    raise error if error is not None else OSError("no address for the host")
+            error = _kept(exc)
+    try:
+        raise error if error is not None else OSError("no address for the host")
+    finally:
+        del error  # see _raise_if
 
 
 def _sync_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
@@ -4320,8 +4334,11 @@ async def _async_socket(loop: Any, host: str, port: int) -> socket.socket:
             sock.close()
             if not isinstance(exc, OSError):
                 raise
-            error = exc
-    raise error if error is not None else OSError("no address for the host")
+            error = _kept(exc)
+    try:
+        raise error if error is not None else OSError("no address for the host")
+    finally:
+        del error  # see _raise_if
 
 
 class _AsyncConnection(_ConnectionState):

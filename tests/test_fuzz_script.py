@@ -35,3 +35,12 @@ def test_replay_runs_one_case():
     """--replay runs one case and reports it (exit 0, or 1 with the failure), never crashing."""
     code, out = fuzz("--seed", "1", "--replay", "chunk:0")
     assert code in (0, 1) and "replay chunk case 0" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("seed,case", [("1203", "sync:1656")])
+def test_cases_the_fuzzer_found_stay_fixed(seed, case):
+    """Cases the fuzzer failed on, replayed. sync:1656 of seed 1203: a 503 with a refused
+    `gzip, gzip` coding kept its error's traceback inside the refused inflater, whose frames
+    linked back to the caller holding the client: a cycle left its socket to the GC."""
+    code, out = fuzz("--seed", seed, "--replay", case)
+    assert code == 0 and ": ok" in out, out[-2000:]

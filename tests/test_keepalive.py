@@ -346,6 +346,8 @@ _FAILED_CALLS = {
     "cut-off": (_keep_alive_response(200, "text/event-stream", _HELLO), streamlite.APIConnectionError),
     "two-gzip-layers": (http_head(200, headers=[("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip, gzip"),
                                                 ("Content-Length", "4")]) + b"\x1f\x8b\x08\x00", streamlite.ProtocolError),
+    "503-two-gzip-layers": (http_head(503, headers=[("Content-Type", "text/html"), ("Content-Encoding", "gzip, gzip"),
+                                                    ("Content-Length", "4")]) + b"\x1f\x8b\x08\x00", streamlite.APIError),
     "json-not-json": (_keep_alive_response(200, "application/json", b'{"x": '), streamlite.ProtocolError),
 }
 
