@@ -3949,7 +3949,7 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     """A TCP connection to host:port, each address in turn; the socket is closed on any
     failure, Ctrl-C included (socket.create_connection leaks it then)."""
     ends = time.monotonic() + timeout
-    error: Optional[OSError] = None
+    failed: List[OSError] = []  # the last address's failure
     for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         try:
@@ -3961,11 +3961,8 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
             sock.close()
             if not isinstance(exc, OSError) or isinstance(exc, socket.timeout):
                 raise
-            error = _kept(exc)
-    try:
-        raise error if error is not None else OSError("no address for the host")
-    finally:
-        del error  # see _raise_if
+            failed[:] = [_kept(exc)]
+    raise failed.pop() if failed else OSError("no address for the host")  # popped: see _raise_if
 
 
 def _sync_connect(settings: _Settings, endpoint: _Endpoint, proxy: Optional[_Proxy],
@@ -4323,7 +4320,7 @@ async def _async_tunnel(endpoint: _Endpoint, proxy: _Proxy, context: Any) -> Tup
 
 async def _async_socket(loop: Any, host: str, port: int) -> socket.socket:
     """A non-blocking TCP connection to host:port, each address in turn; closed on failure."""
-    error: Optional[OSError] = None
+    failed: List[OSError] = []  # the last address's failure
     for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         try:
@@ -4334,11 +4331,8 @@ async def _async_socket(loop: Any, host: str, port: int) -> socket.socket:
             sock.close()
             if not isinstance(exc, OSError):
                 raise
-            error = _kept(exc)
-    try:
-        raise error if error is not None else OSError("no address for the host")
-    finally:
-        del error  # see _raise_if
+            failed[:] = [_kept(exc)]
+    raise failed.pop() if failed else OSError("no address for the host")  # popped: see _raise_if
 
 
 class _AsyncConnection(_ConnectionState):

@@ -211,6 +211,15 @@ def test_tool_call_argument_fragments_and_ids_are_valid_unicode(use_async):
     with FaultServer([send(response(body))]) as server:
         deltas, completion, error = run(use_async, server.url, api="responses")
     assert error is None, repr(error)
+    bad = _invalid_strings(deltas)
+    assert not bad, "invalid Unicode handed out: %r" % bad
+    call = completion.tool_calls[0]
+    for value in (call.id, call.name, call.arguments):
+        value.encode("utf-8")
+
+
+def _invalid_strings(deltas):
+    """(where, value) of every string in `deltas` that is not valid Unicode."""
     bad = []
     for d in deltas:
         for where, value in _strings_of(d):
@@ -218,10 +227,7 @@ def test_tool_call_argument_fragments_and_ids_are_valid_unicode(use_async):
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 bad.append((where, value))
-    assert not bad, "invalid Unicode handed out: %r" % bad
-    call = completion.tool_calls[0]
-    for value in (call.id, call.name, call.arguments):
-        value.encode("utf-8")
+    return bad
 
 
 @CLIENTS
@@ -242,13 +248,7 @@ def test_finish_reason_id_and_model_are_valid_unicode(use_async, api):
         deltas, completion, error = run(use_async, server.url, api=api)
     assert error is None, repr(error)
     assert completion.content == "Hi"
-    bad = []
-    for d in deltas:
-        for where, value in _strings_of(d):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                bad.append((where, value))
+    bad = _invalid_strings(deltas)
     for name in ("finish_reason", "id", "model"):
         value = getattr(completion, name)
         try:
